@@ -1,0 +1,40 @@
+# The two commands: `make run` serves a registry on 127.0.0.1:5000 with data in ./data;
+# `make test` installs what the tests need and runs every check CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Large request buffers make glibc malloc mmap and unmap on every chunk; these thresholds keep
+# them on the heap (see docs/design.md).
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(BIN)/cargobay serve --listen 127.0.0.1:5000 --data-dir ./data
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy
+
+test: $(VENV)/.test-installed
+	bash scripts/install-test-tools.sh
+	$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info

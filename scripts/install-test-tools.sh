@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the real clients the tests drive (Debian packages) when they are missing and we may:
+# as root with apt-get. Otherwise says what is missing; the tests then skip those cases, or fail
+# when CI=true.
+set -euo pipefail
+packages=()
+for tool in skopeo:skopeo umoci:umoci podman:podman buildah:buildah; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || packages+=("${tool##*:}")
+done
+[ ${#packages[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${packages[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 "${packages[@]}" >/dev/null
+else
+  echo "not installing ${packages[*]}: needs root and apt-get; tests that need them will skip" >&2
+fi

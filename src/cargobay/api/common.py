@@ -1,0 +1,57 @@
+"""Request parsing shared by the handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from cargobay.errors import ManifestTooLarge, Unsupported
+from cargobay.registry.names import check_name
+from cargobay.registry.registry import Registry
+
+REGISTRY_KEY = web.AppKey("registry", Registry)
+
+# How much of a request body the server takes from the socket buffer at once.
+BODY_CHUNK = 1 << 20
+
+
+def registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY_KEY]
+
+
+def repository(request: web.Request) -> str:
+    return check_name(request.match_info["name"])
+
+
+def page_size(request: web.Request, *, default: int | None, maximum: int) -> int | None:
+    """The `n` query parameter: a non-negative integer, capped at `maximum` (the Link header
+    tells the client there is more)."""
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise Unsupported(f"n must be a non-negative integer, not {raw!r}")
+    return min(int(raw), maximum)
+
+
+def next_link(path: str, **params: str | int | None) -> str:
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return f'<{path}?{query}>; rel="next"'
+
+
+def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    return request.content.iter_chunked(BODY_CHUNK)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """Read a whole (small) body, refusing it with 413 as soon as it passes `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ManifestTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise ManifestTooLarge(f"body exceeds {limit} bytes")
+    return bytes(body)

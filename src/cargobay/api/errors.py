@@ -1,0 +1,75 @@
+"""The one place where errors become HTTP responses: the spec's JSON error envelope."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from cargobay.errors import (
+    BlobUnknown,
+    ManifestTooLarge,
+    NameInvalid,
+    RegistryError,
+    SizeInvalid,
+    Unsupported,
+)
+
+log = logging.getLogger("cargobay.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: RegistryError) -> web.Response:
+    entry: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.detail is not None:
+        entry["detail"] = error.detail
+    return web.Response(
+        status=error.status,
+        body=json.dumps({"errors": [entry]}).encode(),
+        headers={**error.headers, "Content-Type": "application/json"},
+    )
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> RegistryError:
+    """aiohttp raises these itself (no route, wrong method, body too large, bad framing)."""
+    if exc.status == 404:
+        if request.path.startswith("/v2/"):
+            return NameInvalid(
+                f"no endpoint matches {request.path!r}: check the repository name",
+                status=404,
+            )
+        return Unsupported(f"no endpoint at {request.path!r}", status=404)
+    if exc.status == 405:
+        return Unsupported(f"{request.method} is not supported on {request.path!r}", status=405)
+    if exc.status == 413:
+        return ManifestTooLarge()
+    if exc.status == 416:
+        return BlobUnknown("requested range not satisfiable", status=416, headers=dict(exc.headers))
+    return (
+        SizeInvalid(exc.reason, status=exc.status)
+        if exc.status == 400
+        else Unsupported(exc.reason, status=exc.status)
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as error:
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http(exc, request))
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.Response(
+            status=500,
+            body=b'{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}',
+            content_type="application/json",
+        )

@@ -1,0 +1,99 @@
+"""Blob upload endpoints: POST /v2/<name>/blobs/uploads/ and /v2/<name>/blobs/uploads/<id>."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cargobay.api.common import body_chunks, registry, repository
+from cargobay.metadata.base import UploadRecord
+from cargobay.registry.names import check_name
+from cargobay.registry.uploads import ChunkRange, range_header, upload_location
+
+
+def _session_headers(upload: UploadRecord) -> dict[str, str]:
+    return {
+        "Location": upload_location(upload),
+        "Range": range_header(upload.size),
+        "Docker-Upload-UUID": upload.id,
+        "Content-Length": "0",
+    }
+
+
+def _blob_created(name: str, digest: str) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        },
+    )
+
+
+def _chunk_range(request: web.Request) -> ChunkRange | None:
+    value = request.headers.get("Content-Range")
+    return ChunkRange.parse(value) if value else None
+
+
+async def start_upload(request: web.Request) -> web.StreamResponse:
+    name = repository(request)
+    reg = registry(request)
+    query = request.query
+
+    mount = query.get("mount")
+    if mount:
+        source = query.get("from")
+        size = await reg.mount_blob(name, mount, check_name(source) if source else None)
+        if size is not None:
+            return _blob_created(name, mount)
+
+    upload = await reg.uploads.start(name, query.get("digest-algorithm"))
+    digest = query.get("digest")
+    if digest is None:
+        return web.Response(status=202, headers=_session_headers(upload))
+    # Single-request monolithic push: the body is the whole blob.
+    try:
+        verified, _ = await reg.uploads.complete(
+            upload, digest, body_chunks(request), _chunk_range(request), request.content_length
+        )
+    except BaseException:
+        await reg.uploads.cancel(upload)
+        raise
+    return _blob_created(name, str(verified))
+
+
+async def patch_upload(request: web.Request) -> web.StreamResponse:
+    reg = registry(request)
+    upload = await reg.uploads.get(repository(request), request.match_info["upload_id"])
+    upload = await reg.uploads.append(
+        upload, body_chunks(request), _chunk_range(request), request.content_length
+    )
+    return web.Response(status=202, headers=_session_headers(upload))
+
+
+async def finish_upload(request: web.Request) -> web.StreamResponse:
+    name = repository(request)
+    reg = registry(request)
+    upload = await reg.uploads.get(name, request.match_info["upload_id"])
+    digest, _ = await reg.uploads.complete(
+        upload,
+        request.query.get("digest"),
+        body_chunks(request) if request.body_exists else None,
+        _chunk_range(request),
+        request.content_length,
+    )
+    return _blob_created(name, str(digest))
+
+
+async def upload_status(request: web.Request) -> web.StreamResponse:
+    upload = await registry(request).uploads.get(
+        repository(request), request.match_info["upload_id"]
+    )
+    return web.Response(status=204, headers=_session_headers(upload))
+
+
+async def cancel_upload(request: web.Request) -> web.StreamResponse:
+    reg = registry(request)
+    upload = await reg.uploads.get(repository(request), request.match_info["upload_id"])
+    await reg.uploads.cancel(upload)
+    return web.Response(status=204)

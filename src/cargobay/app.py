@@ -1,0 +1,72 @@
+"""The one place that wires configuration, stores, the registry and the HTTP layer together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cargobay.api.common import REGISTRY_KEY
+from cargobay.api.errors import errors_middleware
+from cargobay.api.routes import add_routes
+from cargobay.config import Config
+from cargobay.metadata.base import MetadataStore
+from cargobay.metadata.sqlite import SQLiteMetadataStore
+from cargobay.registry.registry import Registry
+from cargobay.storage.base import BlobStore
+from cargobay.storage.filesystem import FilesystemBlobStore
+
+log = logging.getLogger("cargobay")
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+UPLOAD_EXPIRY_INTERVAL = 3600.0
+
+
+def build_blob_store(config: Config) -> BlobStore:
+    return FilesystemBlobStore(config.storage_path)
+
+
+def build_metadata_store(config: Config) -> MetadataStore:
+    return SQLiteMetadataStore(config.metadata_path, synchronous=config.metadata.synchronous)
+
+
+def build_registry(config: Config) -> Registry:
+    return Registry(build_blob_store(config), build_metadata_store(config), config.registry)
+
+
+async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+
+
+def create_app(config: Config, registry: Registry | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
+    app[REGISTRY_KEY] = registry or build_registry(config)
+    app.on_response_prepare.append(_add_api_version)
+    app.cleanup_ctx.append(_lifecycle)
+    add_routes(app)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY_KEY]
+    expiry = asyncio.create_task(_expire_uploads(registry))
+    yield
+    expiry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await expiry
+    await registry.blobs.close()
+    await registry.metadata.close()
+
+
+async def _expire_uploads(registry: Registry) -> None:
+    while True:
+        try:
+            removed = await registry.uploads.expire(registry.config.upload_expiry_seconds)
+            if removed:
+                log.info("removed %d expired uploads", removed)
+        except Exception:
+            log.exception("upload expiry failed")
+        await asyncio.sleep(UPLOAD_EXPIRY_INTERVAL)

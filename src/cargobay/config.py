@@ -1,0 +1,162 @@
+"""Configuration: defaults, then a YAML file, then CARGOBAY_* environment variables, then flags.
+
+Environment variables name a setting by its path in the file, sections separated by a double
+underscore: `CARGOBAY_LISTEN`, `CARGOBAY_STORAGE__DRIVER`, `CARGOBAY_REGISTRY__DELETE_ENABLED`.
+Their values are read as YAML scalars (`true`, `8`, `text`). Unknown settings are errors, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "CARGOBAY_"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class StorageConfig:
+    driver: str = "filesystem"
+    # filesystem: where blobs and staged uploads live; default: the data directory.
+    path: str | None = None
+
+
+@dataclass
+class MetadataConfig:
+    driver: str = "sqlite"
+    # sqlite: the database file; default: <data_dir>/metadata.db.
+    path: str | None = None
+    # sqlite: FULL makes every commit durable across power loss at the cost of an fsync;
+    # NORMAL (WAL) never corrupts the database but may lose the last commits on power loss.
+    synchronous: str = "FULL"
+
+
+@dataclass
+class RegistryConfig:
+    # Allow DELETE of manifests, tags and blobs; when false they answer 405 UNSUPPORTED.
+    delete_enabled: bool = True
+    # Mount a blob that exists anywhere in the registry when a client asks to mount it without
+    # `from` (or from a repository that lacks it), instead of making it upload the bytes.
+    auto_mount: bool = True
+    # Unfinished uploads untouched for this long are removed.
+    upload_expiry_seconds: int = 7 * 24 * 3600
+    # Largest manifest accepted (413 above it). The spec asks for at least 4 MiB.
+    max_manifest_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class Config:
+    listen: str = "127.0.0.1:5000"
+    data_dir: str = "./data"
+    # Worker processes; 0 means one per CPU.
+    workers: int = 0
+    log_level: str = "info"
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"listen must be HOST:PORT, not {self.listen!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage.path or self.data_dir)
+
+    @property
+    def metadata_path(self) -> Path:
+        return Path(self.metadata.path or Path(self.data_dir) / "metadata.db")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping")
+        data = loaded
+    for name, value in (os.environ if environ is None else environ).items():
+        if name.startswith(ENV_PREFIX):
+            keys = name[len(ENV_PREFIX) :].lower().split("__")
+            _set(data, keys, yaml.safe_load(value) if value else value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, dotted.split("."), value)
+    config: Config = _build(Config, data, "")
+    config.host_port  # noqa: B018 - validate early
+    if config.storage.driver != "filesystem":
+        raise ConfigError(f"unknown storage driver {config.storage.driver!r}")
+    if config.metadata.driver != "sqlite":
+        raise ConfigError(f"unknown metadata driver {config.metadata.driver!r}")
+    if config.metadata.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ConfigError("metadata.synchronous must be OFF, NORMAL, FULL or EXTRA")
+    return config
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        child = data.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key} is not a section")
+        data = child
+    data[keys[-1]] = value
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {where}{unknown[0]}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}{name} must be a section")
+            values[name] = _build(kind, value, f"{where}{name}.")  # type: ignore[arg-type]
+        else:
+            values[name] = _coerce(kind, value, f"{where}{name}")
+    return cls(**values)
+
+
+def _coerce(kind: Any, value: Any, name: str) -> Any:
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{name} must be {expected}, not {value!r}")

@@ -1,0 +1,152 @@
+"""The metadata store interface: repositories, blob links, manifests, tags, referrers, uploads.
+
+Everything the registry knows besides blob bytes lives here, so that any worker process (and,
+with PostgreSQL, any instance) answers any request from the same state. Every implementation
+passes the contract suite in `tests/metadata/`.
+
+Blobs are global (stored once, `blobs`) and linked into repositories (`repository_blobs`); a
+repository can read only the blobs linked into it. Manifests are kept whole (they are at most a
+few MiB) with the fields the referrers API needs, and with the digests they reference so that
+garbage collection and quotas can walk the graph later without parsing JSON.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    content: bytes
+    artifact_type: str | None = None
+    subject: str | None = None
+    annotations: dict[str, str] | None = None
+    # What the manifest points at; both must exist in the repository when it is stored.
+    blob_references: tuple[str, ...] = ()
+    manifest_references: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(slots=True)
+class UploadRecord:
+    id: str
+    repository: str
+    algorithm: str
+    size: int = 0
+    hash_state: bytes | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MissingReferences(Exception):
+    """Raised by put_manifest when referenced blobs or manifests are not in the repository."""
+
+    blobs: Sequence[str] = field(default_factory=tuple)
+    manifests: Sequence[str] = field(default_factory=tuple)
+
+
+class MetadataStore(ABC):
+    # -- lifecycle -------------------------------------------------------------------------
+    @abstractmethod
+    def migrate(self) -> None:
+        """Create or upgrade the schema. Safe to call on every start, before workers fork."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # -- repositories ------------------------------------------------------------------------
+    @abstractmethod
+    async def repository_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    async def list_repositories(self, last: str | None, limit: int) -> list[str]:
+        """Names after `last` in byte order, at most `limit`."""
+
+    # -- blobs -------------------------------------------------------------------------------
+    @abstractmethod
+    async def blob_size(self, digest: str) -> int | None:
+        """Size of a blob known anywhere in the registry."""
+
+    @abstractmethod
+    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob if it is linked into `repository`."""
+
+    @abstractmethod
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        """Record the blob (if new) and link it into the repository (created if new)."""
+
+    @abstractmethod
+    async def unlink_blob(self, repository: str, digest: str) -> bool: ...
+
+    # -- manifests and tags ------------------------------------------------------------------
+    @abstractmethod
+    async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...
+
+    @abstractmethod
+    async def get_tagged_manifest(self, repository: str, tag: str) -> ManifestRecord | None: ...
+
+    @abstractmethod
+    async def put_manifest(
+        self, repository: str, manifest: ManifestRecord, tags: Sequence[str]
+    ) -> None:
+        """Store the manifest and point `tags` at it, in one transaction. Raises
+        MissingReferences, storing nothing, if a reference is not in the repository."""
+
+    @abstractmethod
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest and every tag pointing at it."""
+
+    @abstractmethod
+    async def delete_tag(self, repository: str, tag: str) -> bool: ...
+
+    @abstractmethod
+    async def list_tags(self, repository: str, last: str | None, limit: int) -> list[str]:
+        """Tags after `last` in byte order, at most `limit`."""
+
+    @abstractmethod
+    async def list_referrers(
+        self,
+        repository: str,
+        subject: str,
+        artifact_type: str | None,
+        last: str | None,
+        limit: int,
+    ) -> list[Referrer]:
+        """Manifests whose subject is `subject`, ordered by digest, after `last`."""
+
+    # -- uploads -----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_upload(self, upload: UploadRecord) -> None: ...
+
+    @abstractmethod
+    async def get_upload(self, upload_id: str) -> UploadRecord | None: ...
+
+    @abstractmethod
+    async def update_upload(
+        self, upload_id: str, expected_size: int, size: int, hash_state: bytes | None
+    ) -> bool:
+        """Advance an upload from `expected_size` to `size`; False if it was not at
+        `expected_size` (another request got there first) or is gone."""
+
+    @abstractmethod
+    async def delete_upload(self, upload_id: str) -> bool: ...
+
+    @abstractmethod
+    async def list_uploads_older_than(self, timestamp: float) -> list[UploadRecord]: ...

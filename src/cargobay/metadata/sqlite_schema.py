@@ -1,0 +1,68 @@
+"""SQLite schema migrations: append a new list of statements; never edit a released one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE repositories (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE blobs (
+            digest TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE repository_blobs (
+            repository_id INTEGER NOT NULL REFERENCES repositories (id),
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            created_at REAL NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
+        """CREATE TABLE manifests (
+            repository_id INTEGER NOT NULL REFERENCES repositories (id),
+            digest TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            artifact_type TEXT,
+            subject TEXT,
+            annotations TEXT,
+            content BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        )""",
+        """CREATE INDEX manifests_by_subject ON manifests (repository_id, subject, digest)
+            WHERE subject IS NOT NULL""",
+        """CREATE TABLE manifest_references (
+            repository_id INTEGER NOT NULL,
+            manifest_digest TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+            PRIMARY KEY (repository_id, manifest_digest, digest, kind),
+            FOREIGN KEY (repository_id, manifest_digest)
+                REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "CREATE INDEX manifest_references_by_target ON manifest_references (repository_id, digest)",
+        """CREATE TABLE tags (
+            repository_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (repository_id, name),
+            FOREIGN KEY (repository_id, digest)
+                REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "CREATE INDEX tags_by_digest ON tags (repository_id, digest)",
+        """CREATE TABLE uploads (
+            id TEXT PRIMARY KEY,
+            repository TEXT NOT NULL,
+            algorithm TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            hash_state BLOB,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX uploads_by_age ON uploads (updated_at)",
+    ],
+]

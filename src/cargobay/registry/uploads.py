@@ -1,0 +1,216 @@
+"""Blob uploads: sessions, chunks, resumable hashing, verification and commit.
+
+An upload session is a row in the metadata store (repository, digest algorithm, bytes received,
+serialized hash state) plus a staging object in the blob store. Any worker can continue any
+session: it restores the hash state saved by the previous request, appends, and saves the new
+state. The final PUT verifies the digest before the blob becomes visible; on a mismatch the
+session and its bytes are dropped and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from cargobay.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+)
+from cargobay.metadata.base import MetadataStore, UploadRecord
+from cargobay.registry.digest import (
+    DEFAULT_ALGORITHM,
+    Digest,
+    Hasher,
+    check_algorithm,
+    finish,
+    new_hasher,
+    restore_hasher,
+)
+from cargobay.storage.base import BlobStore, UploadBusy, UploadMissing
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRange:
+    """A request's Content-Range: first and last byte, inclusive."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, value: str) -> ChunkRange:
+        text = value.strip().removeprefix("bytes=").removeprefix("bytes ").strip()
+        first, sep, last = text.partition("-")
+        last = last.split("/", 1)[0]
+        if not sep or not first.isdigit() or not last.isdigit() or int(last) < int(first):
+            raise RangeInvalid(f"invalid Content-Range {value!r}: expected START-END")
+        return cls(int(first), int(last))
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def range_header(size: int) -> str:
+    """The `Range` of an upload: the bytes received, inclusive (`0-0` when empty, as
+    distribution answers and clients expect)."""
+    return f"0-{max(size - 1, 0)}"
+
+
+class Uploads:
+    def __init__(self, blobs: BlobStore, metadata: MetadataStore) -> None:
+        self.blobs = blobs
+        self.metadata = metadata
+
+    async def start(self, repository: str, algorithm: str | None = None) -> UploadRecord:
+        upload = UploadRecord(
+            id=str(uuid.uuid4()),
+            repository=repository,
+            algorithm=check_algorithm(algorithm or DEFAULT_ALGORITHM),
+        )
+        await self.blobs.start_upload(upload.id)
+        await self.metadata.create_upload(upload)
+        return upload
+
+    async def get(self, repository: str, upload_id: str) -> UploadRecord:
+        upload = None
+        if _is_uuid(upload_id):
+            upload = await self.metadata.get_upload(upload_id)
+        if upload is None or upload.repository != repository:
+            raise BlobUploadUnknown(detail={"upload": upload_id})
+        return upload
+
+    async def append(
+        self,
+        upload: UploadRecord,
+        chunks: AsyncIterable[bytes],
+        chunk_range: ChunkRange | None,
+        content_length: int | None,
+    ) -> UploadRecord:
+        """Append a PATCH body and save the new size and hash state."""
+        hasher = await self._hasher(upload, upload.algorithm)
+        size = await self._write(upload, chunks, chunk_range, content_length, hasher)
+        state = hasher.serialize()
+        if not await self.metadata.update_upload(upload.id, upload.size, size, state):
+            raise _conflict(upload)
+        upload.size, upload.hash_state, upload.updated_at = size, state, time.time()
+        return upload
+
+    async def complete(
+        self,
+        upload: UploadRecord,
+        digest_param: str | None,
+        chunks: AsyncIterable[bytes] | None,
+        chunk_range: ChunkRange | None,
+        content_length: int | None,
+    ) -> tuple[Digest, int]:
+        """The final PUT: append the body if any, verify the digest, commit, link the blob."""
+        if not digest_param:
+            raise DigestInvalid("the digest query parameter is required to complete an upload")
+        digest = Digest.parse(digest_param)
+        hasher = await self._hasher(upload, digest.algorithm)
+        size = upload.size
+        if chunks is not None:
+            size = await self._write(upload, chunks, chunk_range, content_length, hasher)
+        actual = finish(digest.algorithm, hasher)
+        if actual != digest:
+            await self.cancel(upload)
+            raise DigestInvalid(
+                f"upload content has digest {actual}, not {digest}",
+                detail={"expected": str(digest), "actual": str(actual)},
+            )
+        try:
+            await self.blobs.commit_upload(upload.id, size, digest)
+        except UploadMissing:
+            raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+        await self.metadata.link_blob(upload.repository, str(digest), size)
+        await self.metadata.delete_upload(upload.id)
+        return digest, size
+
+    async def cancel(self, upload: UploadRecord) -> None:
+        await self.metadata.delete_upload(upload.id)
+        await self.blobs.cancel_upload(upload.id)
+
+    async def expire(self, max_age_seconds: float) -> int:
+        """Remove sessions untouched for `max_age_seconds`; returns how many."""
+        stale = await self.metadata.list_uploads_older_than(time.time() - max_age_seconds)
+        for upload in stale:
+            await self.cancel(upload)
+        return len(stale)
+
+    async def _hasher(self, upload: UploadRecord, algorithm: str) -> Hasher:
+        if upload.algorithm == algorithm and upload.hash_state is not None:
+            return restore_hasher(algorithm, upload.hash_state)
+        hasher = new_hasher(algorithm)
+        if upload.size:
+            # No saved state for this algorithm: hash what was received so far once more.
+            try:
+                async for chunk in self.blobs.read_upload(upload.id, upload.size):
+                    hasher.update(chunk)
+            except UploadMissing:
+                raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+        return hasher
+
+    async def _write(
+        self,
+        upload: UploadRecord,
+        chunks: AsyncIterable[bytes],
+        chunk_range: ChunkRange | None,
+        content_length: int | None,
+        hasher: Hasher,
+    ) -> int:
+        if chunk_range is not None:
+            if chunk_range.start != upload.size:
+                raise _conflict(upload)
+            if content_length is not None and content_length != chunk_range.length:
+                raise RangeInvalid(
+                    f"Content-Range covers {chunk_range.length} bytes,"
+                    f" Content-Length says {content_length}",
+                    headers=_headers(upload),
+                )
+        try:
+            size = await self.blobs.append_upload(upload.id, upload.size, _hashed(chunks, hasher))
+        except UploadBusy:
+            raise _conflict(upload, "another request is writing to this upload") from None
+        except UploadMissing:
+            raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+        if chunk_range is not None and size != chunk_range.end + 1:
+            raise BlobUploadInvalid(
+                f"received {size - upload.size} bytes, Content-Range announced"
+                f" {chunk_range.length}",
+                status=416,
+                headers=_headers(upload),
+            )
+        return size
+
+
+async def _hashed(chunks: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
+
+
+def _headers(upload: UploadRecord) -> dict[str, str]:
+    return {
+        "Location": upload_location(upload),
+        "Range": range_header(upload.size),
+        "Docker-Upload-UUID": upload.id,
+    }
+
+
+def _conflict(upload: UploadRecord, message: str | None = None) -> RangeInvalid:
+    return RangeInvalid(message, headers=_headers(upload))
+
+
+def upload_location(upload: UploadRecord) -> str:
+    return f"/v2/{upload.repository}/blobs/uploads/{upload.id}"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False

@@ -1,0 +1,121 @@
+"""Process model: bind the socket once, fork worker processes that each run an event loop.
+
+Every worker accepts from the shared listening socket. Workers share no memory; all state is
+in the metadata and blob stores, so any worker can serve any request, including the next chunk
+of an upload another worker started. The parent only supervises: it restarts a worker that
+dies and forwards SIGTERM/SIGINT for a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+
+from aiohttp import web
+
+from cargobay.app import build_metadata_store, create_app
+from cargobay.config import Config
+
+log = logging.getLogger("cargobay")
+
+READ_BUFSIZE = 1 << 20
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def serve(config: Config) -> None:
+    build_metadata_store(config).migrate()
+    sock = _bind(*config.host_port)
+    host, port = sock.getsockname()[:2]
+    workers = config.worker_count
+    print(
+        f"cargobay listening on http://{_url_host(host)}:{port} ({workers} workers,"
+        f" data in {config.data_dir})",
+        flush=True,
+    )
+    if workers == 1:
+        _run_worker(config, sock)
+    else:
+        _supervise(config, sock, workers)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _supervise(config: Config, sock: socket.socket, count: int) -> None:
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _run_worker(config, sock)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.add(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(count):
+        spawn()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            log.error("worker %d exited (status %d); starting another", pid, status)
+            spawn()
+    sys.exit(0)
+
+
+def _run_worker(config: Config, sock: socket.socket) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    asyncio.run(_serve_forever(config, sock))
+
+
+async def _serve_forever(config: Config, sock: socket.socket) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        access_log=log.getChild("access") if config.log_level == "debug" else None,
+        read_bufsize=READ_BUFSIZE,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    await runner.cleanup()
