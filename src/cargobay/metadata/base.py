@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +54,13 @@ class UploadRecord:
     updated_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
 class MissingReferences(Exception):
     """Raised by put_manifest when referenced blobs or manifests are not in the repository."""
 
-    blobs: Sequence[str] = field(default_factory=tuple)
-    manifests: Sequence[str] = field(default_factory=tuple)
+    def __init__(self, blobs: Sequence[str], manifests: Sequence[str]) -> None:
+        super().__init__(f"missing blobs {list(blobs)}, manifests {list(manifests)}")
+        self.blobs = blobs
+        self.manifests = manifests
 
 
 class MetadataStore(ABC):

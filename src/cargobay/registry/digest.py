@@ -38,7 +38,7 @@ class Digest:
     def parse(cls, value: str) -> Digest:
         """Parse and check a digest; raise DigestInvalid (400) for anything malformed or for an
         algorithm this registry does not implement."""
-        if not _DIGEST_GRAMMAR.match(value):
+        if not _DIGEST_GRAMMAR.fullmatch(value):
             raise DigestInvalid(f"invalid digest {value!r}")
         algorithm, _, encoded = value.partition(":")
         pattern = _ENCODED.get(algorithm)
@@ -47,7 +47,7 @@ class Digest:
                 f"unsupported digest algorithm {algorithm!r}",
                 detail={"supported": list(SUPPORTED_ALGORITHMS)},
             )
-        if not pattern.match(encoded):
+        if not pattern.fullmatch(encoded):
             raise DigestInvalid(f"invalid {algorithm} digest {value!r}")
         return cls(algorithm, encoded)
 

@@ -60,7 +60,7 @@ def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> 
     try:
         _validator(schema)(body)
     except fastjsonschema.JsonSchemaValueException as exc:
-        where = exc.name.removeprefix("data").lstrip(".") or "(root)"
+        where = (exc.name or "").removeprefix("data").lstrip(".") or "(root)"
         raise ManifestInvalid(
             f"manifest does not match the {media_type} schema at {where}: {exc.message}"
         ) from None

@@ -17,13 +17,13 @@ MAX_NAME_LENGTH = 255
 
 
 def check_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name!r}", detail={"name": name})
     return name
 
 
 def is_tag(reference: str) -> bool:
-    return _TAG.match(reference) is not None
+    return _TAG.fullmatch(reference) is not None
 
 
 def check_tag(tag: str) -> str:

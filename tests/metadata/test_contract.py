@@ -1,0 +1,180 @@
+"""The metadata store contract (cargobay.metadata.base.MetadataStore), run against every store."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from cargobay.metadata.base import ManifestRecord, MetadataStore, MissingReferences, UploadRecord
+
+
+def d(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest(name: str, **fields: object) -> ManifestRecord:
+    content = f'{{"name": "{name}"}}'.encode()
+    return ManifestRecord(
+        digest=d(name),
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        content=content,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_unknown_repository(meta: MetadataStore) -> None:
+    assert await meta.repository_exists("nope") is False
+    assert await meta.list_tags("nope", None, 10) == []
+    assert await meta.get_tagged_manifest("nope", "latest") is None
+
+
+async def test_blob_links_are_per_repository(meta: MetadataStore) -> None:
+    await meta.link_blob("a", d("blob"), 5)
+    assert await meta.linked_blob_size("a", d("blob")) == 5
+    assert await meta.linked_blob_size("b", d("blob")) is None
+    assert await meta.blob_size(d("blob")) == 5
+    assert await meta.repository_exists("a")
+    await meta.link_blob("a", d("blob"), 5)  # idempotent
+    assert await meta.unlink_blob("a", d("blob")) is True
+    assert await meta.unlink_blob("a", d("blob")) is False
+    assert await meta.linked_blob_size("a", d("blob")) is None
+    assert await meta.blob_size(d("blob")) == 5  # the bytes are still known
+
+
+async def test_put_and_get_manifest_by_digest_and_tag(meta: MetadataStore) -> None:
+    await meta.link_blob("r", d("config"), 2)
+    record = manifest("m1", blob_references=(d("config"),), annotations={"k": "v"})
+    await meta.put_manifest("r", record, ["v1", "latest"])
+    got = await meta.get_manifest("r", record.digest)
+    assert got is not None
+    assert (got.content, got.media_type, got.annotations) == (
+        record.content,
+        record.media_type,
+        {"k": "v"},
+    )
+    tagged = await meta.get_tagged_manifest("r", "latest")
+    assert tagged is not None and tagged.digest == record.digest
+    assert await meta.list_tags("r", None, 10) == ["latest", "v1"]
+
+
+async def test_put_manifest_with_missing_references_stores_nothing(meta: MetadataStore) -> None:
+    await meta.link_blob("other", d("config"), 2)  # in another repository: does not count
+    record = manifest("m", blob_references=(d("config"),), manifest_references=(d("child"),))
+    with pytest.raises(MissingReferences) as caught:
+        await meta.put_manifest("r", record, ["t"])
+    assert list(caught.value.blobs) == [d("config")]
+    assert list(caught.value.manifests) == [d("child")]
+    assert await meta.get_manifest("r", record.digest) is None
+    assert await meta.list_tags("r", None, 10) == []
+
+
+async def test_index_references_child_manifests(meta: MetadataStore) -> None:
+    child = manifest("child")
+    await meta.put_manifest("r", child, [])
+    index = manifest("index", manifest_references=(child.digest,))
+    await meta.put_manifest("r", index, ["multi"])
+    got = await meta.get_tagged_manifest("r", "multi")
+    assert got is not None and got.digest == index.digest
+
+
+async def test_tag_moves(meta: MetadataStore) -> None:
+    first, second = manifest("one"), manifest("two")
+    await meta.put_manifest("r", first, ["t"])
+    await meta.put_manifest("r", second, ["t"])
+    got = await meta.get_tagged_manifest("r", "t")
+    assert got is not None and got.digest == second.digest
+    assert await meta.get_manifest("r", first.digest) is not None
+
+
+async def test_delete_manifest_removes_its_tags_only(meta: MetadataStore) -> None:
+    first, second = manifest("one"), manifest("two")
+    await meta.put_manifest("r", first, ["a", "b"])
+    await meta.put_manifest("r", second, ["c"])
+    assert await meta.delete_manifest("r", first.digest) is True
+    assert await meta.get_manifest("r", first.digest) is None
+    assert await meta.list_tags("r", None, 10) == ["c"]
+    assert await meta.delete_manifest("r", first.digest) is False
+    assert await meta.delete_manifest("unknown-repo", first.digest) is False
+
+
+async def test_delete_tag_keeps_manifest(meta: MetadataStore) -> None:
+    record = manifest("one")
+    await meta.put_manifest("r", record, ["a", "b"])
+    assert await meta.delete_tag("r", "a") is True
+    assert await meta.delete_tag("r", "a") is False
+    assert await meta.list_tags("r", None, 10) == ["b"]
+    assert await meta.get_manifest("r", record.digest) is not None
+
+
+async def test_tags_are_paged_in_byte_order(meta: MetadataStore) -> None:
+    tags = ["B", "a", "a1", "Z9", "_x", "0", "latest", "v1.0", "v1.0-rc"]
+    await meta.put_manifest("r", manifest("m"), tags)
+    assert await meta.list_tags("r", None, 100) == sorted(tags)
+    page1 = await meta.list_tags("r", None, 4)
+    page2 = await meta.list_tags("r", page1[-1], 4)
+    page3 = await meta.list_tags("r", page2[-1], 4)
+    assert page1 + page2 + page3 == sorted(tags)
+    assert await meta.list_tags("r", "zzz", 4) == []
+
+
+async def test_repositories_are_paged_in_byte_order(meta: MetadataStore) -> None:
+    names = ["b/c", "a", "a/b", "a-b", "z"]
+    for name in names:
+        await meta.link_blob(name, d("x"), 1)
+    assert await meta.list_repositories(None, 100) == sorted(names)
+    assert await meta.list_repositories("a/b", 2) == sorted(names)[3:5]
+
+
+async def test_referrers(meta: MetadataStore) -> None:
+    subject = d("subject")
+    sbom = manifest(
+        "sbom", subject=subject, artifact_type="application/sbom", annotations={"a": "1"}
+    )
+    sig = manifest("sig", subject=subject, artifact_type="application/sig")
+    unrelated = manifest("unrelated", subject=d("other"), artifact_type="application/sbom")
+    for record in (sbom, sig, unrelated):
+        await meta.put_manifest("r", record, [])
+    found = await meta.list_referrers("r", subject, None, None, 10)
+    assert sorted(r.digest for r in found) == sorted([sbom.digest, sig.digest])
+    assert [r.digest for r in found] == sorted(r.digest for r in found)
+    by_digest = {r.digest: r for r in found}
+    assert by_digest[sbom.digest].annotations == {"a": "1"}
+    assert by_digest[sbom.digest].size == len(sbom.content)
+    filtered = await meta.list_referrers("r", subject, "application/sig", None, 10)
+    assert [r.digest for r in filtered] == [sig.digest]
+    first = await meta.list_referrers("r", subject, None, None, 1)
+    rest = await meta.list_referrers("r", subject, None, first[0].digest, 10)
+    assert [r.digest for r in first + rest] == [r.digest for r in found]
+    assert await meta.list_referrers("other-repo", subject, None, None, 10) == []
+    await meta.delete_manifest("r", sig.digest)
+    assert [r.digest for r in await meta.list_referrers("r", subject, None, None, 10)] == [
+        sbom.digest
+    ]
+
+
+async def test_upload_lifecycle(meta: MetadataStore) -> None:
+    await meta.create_upload(UploadRecord(id="u1", repository="r", algorithm="sha256"))
+    upload = await meta.get_upload("u1")
+    assert upload is not None and (upload.size, upload.hash_state) == (0, None)
+    assert await meta.update_upload("u1", 0, 10, b"state") is True
+    assert await meta.update_upload("u1", 0, 20, b"stale") is False  # someone else moved it
+    upload = await meta.get_upload("u1")
+    assert upload is not None and (upload.size, upload.hash_state) == (10, b"state")
+    assert await meta.delete_upload("u1") is True
+    assert await meta.get_upload("u1") is None
+    assert await meta.update_upload("u1", 10, 30, None) is False
+
+
+async def test_old_uploads_are_listed_for_expiry(meta: MetadataStore) -> None:
+    await meta.create_upload(UploadRecord(id="old", repository="r", algorithm="sha256"))
+    upload = await meta.get_upload("old")
+    assert upload is not None
+    assert [u.id for u in await meta.list_uploads_older_than(upload.updated_at + 1)] == ["old"]
+    assert await meta.list_uploads_older_than(upload.updated_at - 1) == []
+
+
+async def test_migrate_is_idempotent(meta: MetadataStore) -> None:
+    await meta.put_manifest("r", manifest("m"), ["t"])
+    meta.migrate()
+    assert await meta.list_tags("r", None, 10) == ["t"]

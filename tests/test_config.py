@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cargobay.config import ConfigError, load_config
+
+
+def test_defaults() -> None:
+    config = load_config(environ={})
+    assert config.host_port == ("127.0.0.1", 5000)
+    assert config.registry.delete_enabled is True
+    assert config.metadata_path == Path("data/metadata.db")
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("listen: 0.0.0.0:6000\nregistry:\n  delete_enabled: false\nworkers: 3\n")
+    config = load_config(
+        path,
+        environ={"CARGOBAY_WORKERS": "5", "CARGOBAY_REGISTRY__AUTO_MOUNT": "false"},
+        overrides={"data_dir": "/srv/x", "listen": None},
+    )
+    assert config.listen == "0.0.0.0:6000"
+    assert config.workers == 5
+    assert config.registry.delete_enabled is False
+    assert config.registry.auto_mount is False
+    assert config.data_dir == "/srv/x"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CARGOBAY_LISTEN_ADDR": "x"}, "unknown setting listen_addr"),
+        ({"CARGOBAY_REGISTRY__NOPE": "1"}, "unknown setting registry.nope"),
+        ({"CARGOBAY_WORKERS": "many"}, "workers must be int"),
+        ({"CARGOBAY_LISTEN": "nohost"}, "HOST:PORT"),
+        ({"CARGOBAY_STORAGE__DRIVER": "tape"}, "unknown storage driver"),
+        ({"CARGOBAY_REGISTRY": "1"}, "must be a section"),
+    ],
+)
+def test_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ=environ)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yml", environ={})
