@@ -27,7 +27,13 @@ READ_BUFSIZE = 1 << 20
 SHUTDOWN_TIMEOUT = 10.0
 
 
+# Request bodies arrive in buffers of up to 1 MiB; above glibc's default mmap threshold each one
+# is mmapped and unmapped again, costing page faults on every chunk (2x slower uploads here).
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864"
+
+
 def serve(config: Config) -> None:
+    _ensure_malloc_tunables()
     build_metadata_store(config).migrate()
     sock = _bind(*config.host_port)
     host, port = sock.getsockname()[:2]
@@ -41,6 +47,14 @@ def serve(config: Config) -> None:
         _run_worker(config, sock)
     else:
         _supervise(config, sock, workers)
+
+
+def _ensure_malloc_tunables() -> None:
+    """glibc reads GLIBC_TUNABLES only at process start: re-execute once with them set."""
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _bind(host: str, port: int) -> socket.socket:

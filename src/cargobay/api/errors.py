@@ -12,7 +12,6 @@ from aiohttp import web
 from cargobay.errors import (
     BlobUnknown,
     ManifestTooLarge,
-    NameInvalid,
     RegistryError,
     SizeInvalid,
     Unsupported,
@@ -37,11 +36,6 @@ def error_response(error: RegistryError) -> web.Response:
 def _from_http(exc: web.HTTPException, request: web.Request) -> RegistryError:
     """aiohttp raises these itself (no route, wrong method, body too large, bad framing)."""
     if exc.status == 404:
-        if request.path.startswith("/v2/"):
-            return NameInvalid(
-                f"no endpoint matches {request.path!r}: check the repository name",
-                status=404,
-            )
         return Unsupported(f"no endpoint at {request.path!r}", status=404)
     if exc.status == 405:
         return Unsupported(f"{request.method} is not supported on {request.path!r}", status=405)
