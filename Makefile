@@ -3,9 +3,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Large request buffers make glibc malloc mmap and unmap on every chunk; these thresholds keep
-# them on the heap (see docs/design.md).
-export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=67108864
 
 .PHONY: run test lint typecheck unit bench clean
 
