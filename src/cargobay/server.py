@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 
 from aiohttp import web
 
@@ -25,6 +27,9 @@ log = logging.getLogger("cargobay")
 
 READ_BUFSIZE = 1 << 20
 SHUTDOWN_TIMEOUT = 10.0
+# A worker that dies sooner than this after starting will die again: stop instead of looping.
+CRASH_LOOP_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 # Request bodies arrive in buffers of up to 1 MiB; above glibc's default mmap threshold each one
@@ -72,21 +77,23 @@ def _url_host(host: str) -> str:
 
 
 def _supervise(config: Config, sock: socket.socket, count: int) -> None:
-    children: set[int] = set()
+    children: dict[int, float] = {}  # pid -> start time
     stopping = False
+    parent = os.getpid()
 
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                _die_with_parent(parent)
                 _run_worker(config, sock)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
             finally:
                 os._exit(code)
-        children.add(pid)
+        children[pid] = time.monotonic()
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -95,6 +102,7 @@ def _supervise(config: Config, sock: socket.socket, count: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    failed = False
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for _ in range(count):
@@ -104,11 +112,27 @@ def _supervise(config: Config, sock: socket.socket, count: int) -> None:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        children.discard(pid)
-        if not stopping:
-            log.error("worker %d exited (status %d); starting another", pid, status)
-            spawn()
-    sys.exit(0)
+        started = children.pop(pid)
+        if stopping:
+            continue
+        if time.monotonic() - started < CRASH_LOOP_SECONDS:
+            log.error("worker %d exited (status %d) right after start; stopping", pid, status)
+            stop(signal.SIGTERM, None)
+            failed = True
+            continue
+        log.error("worker %d exited (status %d); starting another", pid, status)
+        spawn()
+    sys.exit(1 if failed else 0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this worker when the supervisor dies, even by SIGKILL, so that no
+    orphaned worker keeps serving (and holding the port)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
 
 
 def _run_worker(config: Config, sock: socket.socket) -> None:
