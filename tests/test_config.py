@@ -48,3 +48,8 @@ def test_errors(environ: dict[str, str], message: str) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yml", environ={})
+
+
+def test_example_config_states_the_defaults() -> None:
+    example = Path(__file__).parent.parent / "examples" / "config.yml"
+    assert load_config(example, environ={}) == load_config(environ={})
