@@ -31,7 +31,7 @@ def page_size(request: web.Request, *, default: int | None, maximum: int) -> int
     raw = request.query.get("n")
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise Unsupported(f"n must be a non-negative integer, not {raw!r}")
     return min(int(raw), maximum)
 

@@ -15,6 +15,7 @@ NAME = r"{name:.+}"
 ROUTES: list[tuple[str, str, object]] = [
     # method, path, handler                                                   spec endpoint
     ("GET", "/v2/", discovery.api_version),  #                                 end-1
+    ("HEAD", "/v2/", discovery.api_version),
     ("GET", "/v2/_catalog", discovery.catalog),
     ("GET", f"/v2/{NAME}/tags/list", discovery.list_tags),  #                  end-8a, end-8b
     ("GET", f"/v2/{NAME}/referrers/{{digest}}", discovery.list_referrers),  #  end-12a, end-12b

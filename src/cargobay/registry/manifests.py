@@ -7,6 +7,8 @@ and extracts what the manifest references, its subject, and the fields the refer
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> 
         body = json.loads(content)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise ManifestInvalid("manifest must be a JSON object")
 
@@ -67,6 +71,10 @@ def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> 
 
     blobs: list[str] = []
     children: list[str] = []
+    descriptors = [body.get("config"), body.get("subject"), *body.get("layers", [])]
+    for descriptor in [*descriptors, *body.get("manifests", [])]:
+        if descriptor and "data" in descriptor:
+            _check_embedded_data(descriptor)
     if media_type in IMAGE_MANIFEST_TYPES:
         config = body["config"]
         blobs.append(_descriptor_digest(config))
@@ -136,6 +144,17 @@ def _media_type(body: dict[str, Any], content_type: str | None) -> str:
     raise ManifestInvalid(
         "cannot tell the manifest's media type: set mediaType or a manifest Content-Type"
     )
+
+
+def _check_embedded_data(descriptor: dict[str, Any]) -> None:
+    """A descriptor's `data` MUST be base64 of exactly the content it describes."""
+    try:
+        data = base64.b64decode(descriptor["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ManifestInvalid("descriptor data is not valid base64") from None
+    digest = Digest.parse(_descriptor_digest(descriptor))
+    if len(data) != descriptor["size"] or Digest.of(data, digest.algorithm) != digest:
+        raise ManifestInvalid(f"descriptor data does not match its size and digest {digest}")
 
 
 def _descriptor_digest(descriptor: dict[str, Any]) -> str:

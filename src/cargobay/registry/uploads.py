@@ -9,6 +9,7 @@ session and its bytes are dropped and nothing is stored.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -32,6 +33,12 @@ from cargobay.registry.digest import (
 )
 from cargobay.storage.base import BlobStore, UploadBusy, UploadMissing
 
+# The spec's `^[0-9]+-[0-9]+$`, also with the `bytes=` or `bytes ` prefix and `/total` suffix
+# some clients send. ASCII digits only: int() would also take other scripts' digits.
+_CONTENT_RANGE = re.compile(
+    r"(?:bytes[= ])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?", re.ASCII
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkRange:
@@ -42,12 +49,10 @@ class ChunkRange:
 
     @classmethod
     def parse(cls, value: str) -> ChunkRange:
-        text = value.strip().removeprefix("bytes=").removeprefix("bytes ").strip()
-        first, sep, last = text.partition("-")
-        last = last.split("/", 1)[0]
-        if not sep or not first.isdigit() or not last.isdigit() or int(last) < int(first):
+        match = _CONTENT_RANGE.fullmatch(value.strip())
+        if match is None or int(match[2]) < int(match[1]):
             raise RangeInvalid(f"invalid Content-Range {value!r}: expected START-END")
-        return cls(int(first), int(last))
+        return cls(int(match[1]), int(match[2]))
 
     @property
     def length(self) -> int:
