@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -727,3 +729,29 @@ def test_mounted_blob_survives_delete_in_source(client: httpx.Client) -> None:
     assert r.status_code == 201
     assert client.delete(f"/v2/{source}/blobs/{digest}").status_code == 202
     assert_pullable(client, target, digest, data)
+
+
+def test_concurrent_chunks_for_the_same_range_one_wins(registry_server: RegistryProcess) -> None:
+    """Two PATCHes racing for bytes 0-N of one session (on any workers): exactly one is
+    accepted, the other gets 416, and the blob is exactly the winner's bytes, never a mix."""
+    name = repo_name()
+    bodies = [random_blob(4 << 20), random_blob(4 << 20)]
+    with httpx.Client(base_url=registry_server.url, timeout=60) as setup:
+        location = start_upload(setup, name)
+    barrier = threading.Barrier(2)
+
+    def send(body: bytes) -> httpx.Response:
+        with httpx.Client(base_url=registry_server.url, timeout=60) as own:
+            barrier.wait()
+            return patch_chunk(own, location, body, 0)
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(send, bodies))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202, 416], [r.text for r in responses]
+    winner = bodies[[r.status_code for r in responses].index(202)]
+    with httpx.Client(base_url=registry_server.url, timeout=60) as check:
+        digest = digest_of(winner)
+        r = check.put(with_query(location, digest=digest))
+        assert r.status_code == 201, r.text
+        assert_pullable(check, name, digest, winner)

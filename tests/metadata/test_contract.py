@@ -6,7 +6,13 @@ import hashlib
 
 import pytest
 
-from cargobay.metadata.base import ManifestRecord, MetadataStore, MissingReferences, UploadRecord
+from cargobay.metadata.base import (
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    UploadLocked,
+    UploadRecord,
+)
 
 
 def d(text: str) -> str:
@@ -178,3 +184,21 @@ async def test_migrate_is_idempotent(meta: MetadataStore) -> None:
     await meta.put_manifest("r", manifest("m"), ["t"])
     meta.migrate()
     assert await meta.list_tags("r", None, 10) == ["t"]
+
+
+async def test_upload_lock_is_exclusive_and_released(meta: MetadataStore) -> None:
+    await meta.create_upload(UploadRecord(id="u-lock", repository="r", algorithm="sha256"))
+    async with meta.lock_upload("u-lock"):
+        with pytest.raises(UploadLocked):
+            async with meta.lock_upload("u-lock"):
+                pass
+        async with meta.lock_upload("another-upload"):
+            pass  # locks are per upload
+    async with meta.lock_upload("u-lock"):
+        pass  # released on exit
+    with pytest.raises(RuntimeError):
+        async with meta.lock_upload("u-lock"):
+            raise RuntimeError("holder fails")
+    async with meta.lock_upload("u-lock"):
+        pass  # released on error too
+    await meta.delete_upload("u-lock")

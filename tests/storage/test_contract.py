@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -10,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 from cargobay.registry.digest import Digest
-from cargobay.storage.base import BlobStore, UploadBusy, UploadMissing
+from cargobay.storage.base import BlobStore, UploadMissing
 
 
 async def stream(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -91,24 +90,6 @@ async def test_append_beyond_staged_size_fails(store: BlobStore) -> None:
 async def test_append_to_unknown_upload_fails(store: BlobStore) -> None:
     with pytest.raises(UploadMissing):
         await store.append_upload("never-started", 0, stream(b"x"))
-
-
-async def test_concurrent_append_to_one_upload_is_refused(store: BlobStore) -> None:
-    await store.start_upload("u-busy")
-    writing, gate = asyncio.Event(), asyncio.Event()
-
-    async def slow() -> AsyncIterator[bytes]:
-        yield b"first"
-        writing.set()  # the store asked for more: it holds the upload now
-        await gate.wait()
-        yield b"rest"
-
-    first = asyncio.create_task(store.append_upload("u-busy", 0, slow()))
-    await writing.wait()
-    with pytest.raises(UploadBusy):
-        await store.append_upload("u-busy", 0, stream(b"second"))
-    gate.set()
-    assert await first == len(b"firstrest")
 
 
 async def test_commit_of_existing_blob_keeps_it_and_drops_upload(store: BlobStore) -> None:

@@ -64,24 +64,24 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
-    upload = await reg.uploads.get(repository(request), request.match_info["upload_id"])
-    upload = await reg.uploads.append(
-        upload, body_chunks(request), _chunk_range(request), request.content_length
-    )
+    async with reg.uploads.session(repository(request), request.match_info["upload_id"]) as upload:
+        upload = await reg.uploads.append(
+            upload, body_chunks(request), _chunk_range(request), request.content_length
+        )
     return web.Response(status=202, headers=_session_headers(upload))
 
 
 async def finish_upload(request: web.Request) -> web.StreamResponse:
     name = repository(request)
     reg = registry(request)
-    upload = await reg.uploads.get(name, request.match_info["upload_id"])
-    digest, _ = await reg.uploads.complete(
-        upload,
-        request.query.get("digest"),
-        body_chunks(request) if request.body_exists else None,
-        _chunk_range(request),
-        request.content_length,
-    )
+    async with reg.uploads.session(name, request.match_info["upload_id"]) as upload:
+        digest, _ = await reg.uploads.complete(
+            upload,
+            request.query.get("digest"),
+            body_chunks(request) if request.body_exists else None,
+            _chunk_range(request),
+            request.content_length,
+        )
     return _blob_created(name, str(digest))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 
@@ -52,6 +53,10 @@ class UploadRecord:
     hash_state: bytes | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class UploadLocked(Exception):
+    """Another request holds the upload session."""
 
 
 class MissingReferences(Exception):
@@ -145,6 +150,12 @@ class MetadataStore(ABC):
     ) -> bool:
         """Advance an upload from `expected_size` to `size`; False if it was not at
         `expected_size` (another request got there first) or is gone."""
+
+    @abstractmethod
+    def lock_upload(self, upload_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold an upload session exclusively while a request appends to or completes it.
+        Raises UploadLocked at once if another request (in any process) holds it. A holder that
+        dies releases it."""
 
     @abstractmethod
     async def delete_upload(self, upload_id: str) -> bool: ...

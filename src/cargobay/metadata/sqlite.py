@@ -8,12 +8,13 @@ the database lock with BEGIN IMMEDIATE so that concurrent writers in other worke
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 from cargobay.metadata.base import (
@@ -21,6 +22,7 @@ from cargobay.metadata.base import (
     MetadataStore,
     MissingReferences,
     Referrer,
+    UploadLocked,
     UploadRecord,
 )
 from cargobay.metadata.sqlite_schema import MIGRATIONS
@@ -32,6 +34,7 @@ class SQLiteMetadataStore(MetadataStore):
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self._locks = self.path.parent / "upload-locks"
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
 
@@ -304,9 +307,28 @@ class SQLiteMetadataStore(MetadataStore):
             )
             return cursor.rowcount > 0
 
+    @asynccontextmanager
+    async def lock_upload(self, upload_id: str) -> AsyncIterator[None]:
+        # An flock on a file per upload: SQLite serves one machine, and the kernel drops the
+        # lock when the holding process dies.
+        self._locks.mkdir(exist_ok=True)
+        fd = os.open(self._locks / upload_id, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UploadLocked(upload_id) from None
+            yield
+        finally:
+            os.close(fd)
+
     async def delete_upload(self, upload_id: str) -> bool:
         with self._write() as db:
-            return db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount > 0
+            deleted = db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount > 0
+        # A request that still opens this lock file finds the session gone once it holds it.
+        with suppress(FileNotFoundError):
+            os.unlink(self._locks / upload_id)
+        return deleted
 
     async def list_uploads_older_than(self, timestamp: float) -> list[UploadRecord]:
         rows = self._db.execute(

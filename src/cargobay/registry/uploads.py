@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from cargobay.errors import (
@@ -21,7 +22,7 @@ from cargobay.errors import (
     DigestInvalid,
     RangeInvalid,
 )
-from cargobay.metadata.base import MetadataStore, UploadRecord
+from cargobay.metadata.base import MetadataStore, UploadLocked, UploadRecord
 from cargobay.registry.digest import (
     DEFAULT_ALGORITHM,
     Digest,
@@ -31,7 +32,7 @@ from cargobay.registry.digest import (
     new_hasher,
     restore_hasher,
 )
-from cargobay.storage.base import BlobStore, UploadBusy, UploadMissing
+from cargobay.storage.base import BlobStore, UploadMissing
 
 # The spec's `^[0-9]+-[0-9]+$`, also with the `bytes=` or `bytes ` prefix and `/total` suffix
 # some clients send. ASCII digits only: int() would also take other scripts' digits.
@@ -88,6 +89,17 @@ class Uploads:
             raise BlobUploadUnknown(detail={"upload": upload_id})
         return upload
 
+    @asynccontextmanager
+    async def session(self, repository: str, upload_id: str) -> AsyncIterator[UploadRecord]:
+        """Hold an upload for one request that writes to it, with its state as of now."""
+        upload = await self.get(repository, upload_id)
+        try:
+            async with self.metadata.lock_upload(upload.id):
+                # Read again under the lock: the request that held it may have moved it on.
+                yield await self.get(repository, upload_id)
+        except UploadLocked:
+            raise _conflict(upload, "another request is writing to this upload") from None
+
     async def append(
         self,
         upload: UploadRecord,
@@ -95,7 +107,7 @@ class Uploads:
         chunk_range: ChunkRange | None,
         content_length: int | None,
     ) -> UploadRecord:
-        """Append a PATCH body and save the new size and hash state."""
+        """Append a PATCH body and save the new size and hash state (within `session`)."""
         hasher = await self._hasher(upload, upload.algorithm)
         size = await self._write(upload, chunks, chunk_range, content_length, hasher)
         state = hasher.serialize()
@@ -112,7 +124,8 @@ class Uploads:
         chunk_range: ChunkRange | None,
         content_length: int | None,
     ) -> tuple[Digest, int]:
-        """The final PUT: append the body if any, verify the digest, commit, link the blob."""
+        """The final PUT (within `session`, or on a fresh upload): append the body if any,
+        verify the digest, commit, link the blob."""
         if not digest_param:
             raise DigestInvalid("the digest query parameter is required to complete an upload")
         digest = Digest.parse(digest_param)
@@ -178,8 +191,6 @@ class Uploads:
                 )
         try:
             size = await self.blobs.append_upload(upload.id, upload.size, _hashed(chunks, hasher))
-        except UploadBusy:
-            raise _conflict(upload, "another request is writing to this upload") from None
         except UploadMissing:
             raise BlobUploadUnknown(detail={"upload": upload.id}) from None
         if chunk_range is not None and size != chunk_range.end + 1:

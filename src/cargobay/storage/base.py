@@ -22,10 +22,6 @@ from cargobay.registry.digest import Digest
 READ_CHUNK = 1 << 20
 
 
-class UploadBusy(Exception):
-    """Another request is appending to the same upload right now."""
-
-
 class UploadMissing(Exception):
     """The staging object of an upload is gone, or shorter than the metadata says."""
 
@@ -64,8 +60,9 @@ class BlobStore(ABC):
 
     @abstractmethod
     async def append_upload(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Write `chunks` at `offset` and return the new size. Raises UploadBusy if another
-        append to the same upload is in progress, UploadMissing if the staging object is gone."""
+        """Write `chunks` at `offset` and return the new size; raise UploadMissing if the
+        staging object is gone. Callers hold the session (MetadataStore.lock_upload): the
+        store does not guard against two appends to one upload."""
 
     @abstractmethod
     def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:

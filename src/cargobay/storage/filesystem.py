@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from cargobay.registry.digest import Digest
-from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, UploadBusy, UploadMissing
+from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, UploadMissing
 
 
 class FilesystemBlobStore(BlobStore):
@@ -76,11 +75,6 @@ class FilesystemBlobStore(BlobStore):
         except FileNotFoundError:
             raise UploadMissing(upload_id) from None
         try:
-            try:
-                # An advisory lock, released by the kernel if this process dies mid-append.
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UploadBusy(upload_id) from None
             size = os.fstat(fd).st_size
             if size < offset:
                 raise UploadMissing(f"{upload_id}: {size} bytes staged, {offset} expected")
