@@ -22,8 +22,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/cargobay serve --listen 127.0.0.1:5000 --data-dir ./data
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy
@@ -32,6 +32,10 @@ test: $(VENV)/.test-installed
 	bash scripts/install-test-tools.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest -ra
+
+# BENCH_ARGS: e.g. --quick, --cases 'push-*', --write (updates docs/performance.md)
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
