@@ -1,0 +1,1 @@
+"""Benchmark harness: cargobay vs the reference registry (distribution). See bench/run.py."""

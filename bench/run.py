@@ -1,0 +1,205 @@
+"""`make bench`: cargobay vs distribution on loopback, A/B alternating rounds, markdown report.
+
+python -m bench.run                 # full run (~20 minutes), report to bench/results/
+python -m bench.run --quick         # smoke test: 1 round, 1 s per case, small seeds
+python -m bench.run --cases 'push-*,manifest-get-c16' --rounds 5
+python -m bench.run --write         # also write docs/performance.md
+python -m bench.run --list          # case ids
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import math
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.cases import Case, Settings, all_cases, build_fixture, headline, run_case, seed
+from bench.machine import machine_info, machine_limits
+from bench.report import SERVERS, fmt, render, write_json
+from bench.servers import Cargobay, Distribution, Server, distribution_version, remove_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "performance.md"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 round, 1 s per case, small seeds")
+    p.add_argument("--cases", help="comma-separated case ids or globs (see --list)")
+    p.add_argument("--list", action="store_true", help="list case ids and exit")
+    p.add_argument("--rounds", type=int, help="A/B rounds (default 3; --quick: 1)")
+    p.add_argument("--duration", type=float, help="seconds per run (default 3; --quick: 1)")
+    p.add_argument("--tags-large", type=int, help="tags in the large tag list (default 100000)")
+    p.add_argument("--repos", type=int, help="repositories for the catalog (default 10000)")
+    p.add_argument("--workers", type=int, default=2, help="cargobay workers (default 2)")
+    p.add_argument("--data-root", type=Path, help="parent of the temporary data directories")
+    p.add_argument("--keep-data", action="store_true", help="keep the data directories")
+    p.add_argument("--skip-limits", action="store_true", help="skip the machine-limit probes")
+    p.add_argument("--write", action="store_true", help=f"write the report to {DOC}")
+    return p.parse_args(argv)
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    base = (
+        Settings(duration=1.0, rounds=1, tags_large=5_000, repos=500, ops_scale=0.1)
+        if (args.quick)
+        else Settings()
+    )
+    return dataclasses.replace(
+        base,
+        rounds=args.rounds or base.rounds,
+        duration=args.duration or base.duration,
+        tags_large=args.tags_large or base.tags_large,
+        repos=args.repos or base.repos,
+    )
+
+
+def select(cases: list[Case], spec: str | None) -> list[Case]:
+    if not spec:
+        return cases
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    chosen = [c for c in cases if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
+    if not chosen:
+        sys.exit(f"no case matches {spec!r}; see --list")
+    return chosen
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_for(args)
+    cases = select(all_cases(settings), args.cases)
+    if args.list:
+        for case in all_cases(settings):
+            print(f"{case.id:24} {case.title}")
+        return 0
+
+    began = time.monotonic()
+    stamp = datetime.now(UTC)
+    data_root = Path(tempfile.mkdtemp(prefix="cargobay-bench-", dir=args.data_root))
+    results: dict[str, Any] = {
+        "date": stamp.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "settings": {
+            **dataclasses.asdict(settings),
+            "quick": args.quick,
+            "cargobay_workers": args.workers,
+            "argv": shlex.join(sys.argv[1:] if argv is None else argv),
+            "data_root": str(data_root),
+        },
+        "versions": {"cargobay": "", "distribution": distribution_version()},
+        "limits": {},
+        "seeding": {},
+        "failures": [],
+        "cases": [{**dataclasses.asdict(c), "runs": {s: [] for s in SERVERS}} for c in cases],
+    }
+    servers: list[Server] = [
+        Cargobay(data_root / "cargobay", workers=args.workers),
+        Distribution(data_root / "distribution"),
+    ]
+    try:
+        if args.skip_limits:
+            results["limits"] = {
+                k: math.nan for k in ("sha256_mib_s", "loopback_mib_s", "disk_write_fsync_mib_s")
+            }
+        else:
+            log("measuring machine limits ...")
+            results["limits"] = machine_limits(data_root, quick=args.quick)
+            log("  " + ", ".join(f"{k} {fmt(v)}" for k, v in results["limits"].items()))
+        log("building payloads ...")
+        fixture = build_fixture(cases)
+        for server in servers:
+            server.start()
+            results["versions"][server.name] = server.version
+            log(f"{server.label} on {server.host}:{server.port} (pid {server.pid}); seeding ...")
+            try:
+                results["seeding"][server.name] = seed(server, cases, fixture, settings)
+                log(
+                    "  "
+                    + ", ".join(
+                        f"{k} {t:.1f} s" for k, t in results["seeding"][server.name].items()
+                    )
+                )
+            except Exception as exc:
+                results["failures"].append(f"seeding {server.label}: {exc}")
+                log(f"  seeding failed: {exc}")
+        for round_ in range(settings.rounds):
+            for case, record in zip(cases, results["cases"], strict=True):
+                for server in servers:  # A B, A B, ...
+                    result = _run(server, case, fixture, settings)
+                    result["round"] = round_
+                    record["runs"][server.name].append(result)
+                    log(
+                        f"round {round_ + 1}/{settings.rounds} {case.id:22} {server.label:12}"
+                        f" {fmt(result['headline']):>9} {case.unit:7}"
+                        f" p99 {fmt(result['p99_ms'])} ms, {result['ops']} ops"
+                        + (
+                            f", {result['errors']} errors: {result['error']}"
+                            if result["errors"] or result["error"]
+                            else ""
+                        )
+                    )
+    except KeyboardInterrupt:
+        results["failures"].append("interrupted")
+        log("interrupted; stopping servers")
+    except Exception as exc:
+        results["failures"].append(f"benchmark aborted: {exc!r}")
+        log(traceback.format_exc())
+    finally:
+        for server in servers:
+            if server.process is not None and not server.alive():
+                results["failures"].append(
+                    f"{server.label} exited early: {server.log_tail(5) or 'no log'}"
+                )
+            server.stop()
+        if not args.keep_data:
+            remove_tree(data_root)
+
+    results["elapsed_s"] = time.monotonic() - began
+    report = render(results)
+    print(report)
+    name = stamp.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    write_json(results, RESULTS / f"{name}.json")
+    target = DOC if args.write else RESULTS / f"{name}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report)
+    log(
+        f"report: {target}; raw numbers: {RESULTS / f'{name}.json'};"
+        f" {results['elapsed_s'] / 60:.1f} min"
+    )
+    return 1 if results["failures"] else 0
+
+
+def _run(server: Server, case: Case, fixture: Any, settings: Settings) -> dict[str, Any]:
+    if not server.alive():
+        result: dict[str, Any] = {
+            "ops": 0,
+            "errors": 1,
+            "error": f"{server.label} is not running",
+            "p99_ms": math.nan,
+            "headline": math.nan,
+        }
+        return result
+    result = run_case(server, case, fixture, settings.duration)
+    result["headline"] = headline(case, result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Start, measure and stop the two registries under test.
+
+Both run on loopback with empty data directories. Only processes started here are ever signalled,
+by PID. Resource accounting reads /proc for the server process and all its descendants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.http import Connection
+
+_LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A registry process tree. Subclasses implement start() and blob_file()."""
+
+    label = ""
+    name = ""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.version = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def blob_file(self, digest: str) -> Path:
+        """Where the bytes of a committed blob live on disk."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- /proc accounting ----------------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """The server process and all its descendants."""
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                stat = _read_stat(int(entry))
+                if stat is not None:
+                    parents[int(entry)] = int(stat[1])
+        tree = [self.pid]
+        for pid in tree:
+            tree.extend(child for child, parent in parents.items() if parent == pid)
+        return tree
+
+    def cpu_by_pid(self) -> dict[int, float]:
+        """utime + stime (plus waited-for children's) of each process in the tree, seconds."""
+        times = {}
+        for pid in self.pids():
+            stat = _read_stat(pid)
+            if stat is not None:  # fields after "(comm)": utime=11, stime=12, cutime, cstime
+                times[pid] = sum(int(x) for x in stat[11:15]) / _CLK_TCK
+        return times
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_by_pid().values())
+
+    def reset_peak_rss(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def peak_rss(self) -> int:
+        """Sum of VmHWM over the tree, in bytes."""
+        return sum(_status_kib(pid, "VmHWM") for pid in self.pids()) * 1024
+
+    def rss(self) -> int:
+        return sum(_status_kib(pid, "VmRSS") for pid in self.pids()) * 1024
+
+
+class Cargobay(Server):
+    label = "cargobay"
+    name = "cargobay"
+
+    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+        super().__init__(data_dir)
+        self.workers = workers
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOBAY_")}
+        args = [
+            sys.executable, "-m", "cargobay", "serve",
+            "--listen", "127.0.0.1:0",
+            "--data-dir", str(self.data_dir),
+            "--workers", str(self.workers),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=env)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode(errors="replace")
+        match = _LISTENING.search(line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"cargobay did not start: {line!r}\n{self.log_tail()}")
+        self.host, self.port = match.group(1), int(match.group(2))
+        wait_ready(self.host, self.port)
+        self.version = _cargobay_version()
+
+    def blob_file(self, digest: str) -> Path:
+        algorithm, encoded = digest.split(":", 1)
+        return self.data_dir / "blobs" / algorithm / encoded[:2] / encoded
+
+
+class Distribution(Server):
+    label = "distribution"
+    name = "distribution"
+    binary = "/usr/bin/docker-registry"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = self.data_dir.parent / f"{self.data_dir.name}-config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            "storage:\n"
+            f"  filesystem: {{rootdirectory: '{self.data_dir}'}}\n"
+            "  delete: {enabled: true}\n"
+            f"http: {{addr: '127.0.0.1:{self.port}'}}\n"
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "serve", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_ready(self.host, self.port, process=self.process)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.version = distribution_version(self.binary)
+
+    def blob_file(self, digest: str) -> Path:
+        algorithm, encoded = digest.split(":", 1)
+        return self.data_dir / "docker/registry/v2/blobs" / algorithm / encoded[:2] / encoded
+
+
+def wait_ready(
+    host: str, port: int, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 30
+) -> None:
+    """Poll GET /v2/ until it answers 200."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with Connection(host, port, timeout=5) as conn:
+                if conn.request("GET", "/v2/").status == 200:
+                    return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.05)
+    raise RuntimeError(f"{host}:{port} not ready after {timeout}s ({last})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def distribution_version(binary: str = Distribution.binary) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip().split(" ", 1)[-1] or "unknown"
+
+
+def _cargobay_version() -> str:
+    import cargobay
+
+    version = cargobay.__version__
+    root = Path(cargobay.__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return f"{version} ({commit})" if commit else version
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [state, ppid, ...]."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2 :].decode().split()
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
