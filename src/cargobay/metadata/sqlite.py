@@ -8,14 +8,17 @@ the database lock with BEGIN IMMEDIATE so that concurrent writers in other worke
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 from cargobay.metadata.base import (
     ManifestRecord,
@@ -27,6 +30,8 @@ from cargobay.metadata.base import (
 )
 from cargobay.metadata.sqlite_schema import MIGRATIONS
 
+T = TypeVar("T")
+
 _MANIFEST_COLUMNS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject, m.annotations"
 
 
@@ -35,8 +40,11 @@ class SQLiteMetadataStore(MetadataStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self._locks = self.path.parent / "upload-locks"
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # reads, on the event loop
         self._pid = 0
+        self._writer: ThreadPoolExecutor | None = None  # writes, on one thread
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_pid = 0
 
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -56,16 +64,28 @@ class SQLiteMetadataStore(MetadataStore):
             self._pid = os.getpid()
         return self._conn
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in a write transaction on this process's writer thread. Waiting for the
+        database lock (another worker is writing) and the commit's fsync then block that thread,
+        not the event loop serving every other request of this worker."""
+        if self._writer is None or self._writer_pid != os.getpid():
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._writer_pid = os.getpid()
+            self._writer_conn = None
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._run, work)
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer_conn is None:
+            self._writer_conn = self._connect()
+        db = self._writer_conn
         db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
+            result = work(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        return result
 
     def migrate(self) -> None:
         conn = self._connect()
@@ -85,6 +105,12 @@ class SQLiteMetadataStore(MetadataStore):
             conn.close()
 
     async def close(self) -> None:
+        if self._writer is not None and self._writer_pid == os.getpid():
+            writer_conn = self._writer_conn
+            if writer_conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._writer, writer_conn.close)
+            self._writer.shutdown()
+        self._writer, self._writer_conn = None, None
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None
@@ -129,7 +155,8 @@ class SQLiteMetadataStore(MetadataStore):
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         now = time.time()
-        with self._write() as db:
+
+        def txn(db: sqlite3.Connection) -> None:
             repo_id = self._repository_id(db, repository, create=True)
             db.execute(
                 "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"
@@ -142,14 +169,18 @@ class SQLiteMetadataStore(MetadataStore):
                 (repo_id, digest, now),
             )
 
+        await self._transaction(txn)
+
     async def unlink_blob(self, repository: str, digest: str) -> bool:
-        with self._write() as db:
+        def txn(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "DELETE FROM repository_blobs WHERE digest = ? AND repository_id ="
                 " (SELECT id FROM repositories WHERE name = ?)",
                 (digest, repository),
             )
             return cursor.rowcount > 0
+
+        return await self._transaction(txn)
 
     # -- manifests and tags ------------------------------------------------------------------------
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
@@ -175,7 +206,8 @@ class SQLiteMetadataStore(MetadataStore):
         self, repository: str, manifest: ManifestRecord, tags: Sequence[str]
     ) -> None:
         now = time.time()
-        with self._write() as db:
+
+        def txn(db: sqlite3.Connection) -> None:
             repo_id = self._repository_id(db, repository, create=True)
             missing_blobs = _missing(db, "repository_blobs", repo_id, manifest.blob_references)
             missing_manifests = _missing(db, "manifests", repo_id, manifest.manifest_references)
@@ -211,8 +243,10 @@ class SQLiteMetadataStore(MetadataStore):
                 [(repo_id, tag, manifest.digest, now) for tag in tags],
             )
 
+        await self._transaction(txn)
+
     async def delete_manifest(self, repository: str, digest: str) -> bool:
-        with self._write() as db:
+        def txn(db: sqlite3.Connection) -> bool:
             repo_id = self._repository_id(db, repository)
             if repo_id is None:
                 return False
@@ -222,14 +256,18 @@ class SQLiteMetadataStore(MetadataStore):
             )
             return cursor.rowcount > 0
 
+        return await self._transaction(txn)
+
     async def delete_tag(self, repository: str, tag: str) -> bool:
-        with self._write() as db:
+        def txn(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "DELETE FROM tags WHERE name = ? AND repository_id ="
                 " (SELECT id FROM repositories WHERE name = ?)",
                 (tag, repository),
             )
             return cursor.rowcount > 0
+
+        return await self._transaction(txn)
 
     async def list_tags(self, repository: str, last: str | None, limit: int) -> list[str]:
         rows = self._db.execute(
@@ -273,7 +311,8 @@ class SQLiteMetadataStore(MetadataStore):
     async def create_upload(self, upload: UploadRecord) -> None:
         now = time.time()
         upload.created_at = upload.updated_at = now
-        with self._write() as db:
+
+        def txn(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO uploads (id, repository, algorithm, size, hash_state, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -288,6 +327,8 @@ class SQLiteMetadataStore(MetadataStore):
                 ),
             )
 
+        await self._transaction(txn)
+
     async def get_upload(self, upload_id: str) -> UploadRecord | None:
         row = self._db.execute(
             "SELECT id, repository, algorithm, size, hash_state, created_at, updated_at"
@@ -299,13 +340,15 @@ class SQLiteMetadataStore(MetadataStore):
     async def update_upload(
         self, upload_id: str, expected_size: int, size: int, hash_state: bytes | None
     ) -> bool:
-        with self._write() as db:
+        def txn(db: sqlite3.Connection) -> bool:
             cursor = db.execute(
                 "UPDATE uploads SET size = ?, hash_state = ?, updated_at = ?"
                 " WHERE id = ? AND size = ?",
                 (size, hash_state, time.time(), upload_id, expected_size),
             )
             return cursor.rowcount > 0
+
+        return await self._transaction(txn)
 
     @asynccontextmanager
     async def lock_upload(self, upload_id: str) -> AsyncIterator[None]:
@@ -323,8 +366,10 @@ class SQLiteMetadataStore(MetadataStore):
             os.close(fd)
 
     async def delete_upload(self, upload_id: str) -> bool:
-        with self._write() as db:
-            deleted = db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount > 0
+        def txn(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount > 0
+
+        deleted = await self._transaction(txn)
         # A request that still opens this lock file finds the session gone once it holds it.
         with suppress(FileNotFoundError):
             os.unlink(self._locks / upload_id)
