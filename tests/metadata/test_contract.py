@@ -172,6 +172,14 @@ async def test_upload_lifecycle(meta: MetadataStore) -> None:
     assert await meta.update_upload("u1", 10, 30, None) is False
 
 
+async def test_complete_upload_links_blob_and_ends_session(meta: MetadataStore) -> None:
+    upload = UploadRecord(id="u-done", repository="r", algorithm="sha256")
+    await meta.create_upload(upload)
+    await meta.complete_upload(upload, d("done"), 42)
+    assert await meta.linked_blob_size("r", d("done")) == 42
+    assert await meta.get_upload("u-done") is None
+
+
 async def test_old_uploads_are_listed_for_expiry(meta: MetadataStore) -> None:
     await meta.create_upload(UploadRecord(id="old", repository="r", algorithm="sha256"))
     upload = await meta.get_upload("old")

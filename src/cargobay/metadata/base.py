@@ -69,6 +69,10 @@ class MissingReferences(Exception):
 
 
 class MetadataStore(ABC):
+    """Writes that make content visible (links, manifests, tags, deletes) are durable when they
+    return. Upload session bookkeeping may be less so: losing it to a power cut costs a client a
+    retried upload, never stored content."""
+
     # -- lifecycle -------------------------------------------------------------------------
     @abstractmethod
     def migrate(self) -> None:
@@ -159,6 +163,11 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def delete_upload(self, upload_id: str) -> bool: ...
+
+    @abstractmethod
+    async def complete_upload(self, upload: UploadRecord, digest: str, size: int) -> None:
+        """Link the uploaded blob into the upload's repository and end the session, in one
+        transaction."""
 
     @abstractmethod
     async def list_uploads_older_than(self, timestamp: float) -> list[UploadRecord]: ...

@@ -144,8 +144,7 @@ class Uploads:
             await self.blobs.commit_upload(upload.id, size, digest)
         except UploadMissing:
             raise BlobUploadUnknown(detail={"upload": upload.id}) from None
-        await self.metadata.link_blob(upload.repository, str(digest), size)
-        await self.metadata.delete_upload(upload.id)
+        await self.metadata.complete_upload(upload, str(digest), size)
         return digest, size
 
     async def cancel(self, upload: UploadRecord) -> None:
