@@ -173,13 +173,66 @@ def render(results: dict[str, Any]) -> str:
             f" | {fmt(a['client_cores'], 2)} / {fmt(b['client_cores'], 2)}"
             f" | {fmt(a['busiest_share'], 2)} |"
         )
+    if not rows:  # only memory scenarios ran: no throughput or resource tables
+        out = out[: out.index("## Throughput and latency") - 1]
+    out += render_memory(results.get("memory", []))
     failures = [(row["title"], k, msg) for row in rows for k, msg in row["failed"].items()]
+    failures += [
+        (record["title"], server, run["error"])
+        for record in results.get("memory", [])
+        for server, run in record["runs"].items()
+        if run.get("errors")
+    ]
     if failures or results.get("failures"):
         out += ["", "## Failures", ""]
         out += [f"- {title}, {server}: {msg}" for title, server, msg in failures]
         out += [f"- {msg}" for msg in results.get("failures", [])]
     out.append("")
     return "\n".join(out)
+
+
+MEMORY_LIMIT_MIB = 50
+
+
+def render_memory(records: list[dict[str, Any]]) -> list[str]:
+    """The "Memory" section: RSS growth of each server while blobs stream through it."""
+    if not records:
+        return []
+    out = [
+        "",
+        "## Memory",
+        "",
+        f"Goal: server RSS grows by less than {MEMORY_LIMIT_MIB} MiB while a blob streams"
+        " through it. Each scenario runs once per registry (restarted before the scenarios when"
+        " throughput cases ran first), without warm-up (the blob to pull is pushed first, not"
+        " measured)."
+        " RSS is VmRSS summed over the server process and its descendants (cargobay: supervisor"
+        " + workers), sampled from /proc every 50 ms during the operation; the baseline is the"
+        " median of 5 samples just before it; growth = peak - baseline decides pass/fail."
+        " `VmHWM growth` sums each process's own peak (reset before the operation): an upper"
+        " bound that also catches spikes between samples. `after` is RSS 0.5 s after the"
+        " operation ended. Clients generate the bytes on the fly and discard downloads.",
+        "",
+        "| scenario | server | baseline MiB | peak MiB | growth MiB | VmHWM growth MiB |"
+        " after MiB | peak per process MiB | MiB/s | result |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for record in records:
+        for server in SERVERS:
+            run = record["runs"].get(server)
+            if run is None:
+                continue
+            if run.get("errors"):
+                out.append(f"| {record['title']} | {server} | — | — | — | — | — | — | — | error |")
+                continue
+            per_process = " + ".join(fmt(v) for v in run["peak_by_process_mib"])
+            out.append(
+                f"| {record['title']} | {server} | {fmt(run['baseline_mib'])}"
+                f" | {fmt(run['peak_mib'])} | {fmt(run['growth_mib'])}"
+                f" | {fmt(run['hwm_growth_mib'])} | {fmt(run['after_mib'])} | {per_process}"
+                f" | {fmt(run['mib_per_s'])} | {'pass' if run['passed'] else '**FAIL**'} |"
+            )
+    return out
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

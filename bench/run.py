@@ -3,6 +3,7 @@
 python -m bench.run                 # full run (~20 minutes), report to bench/results/
 python -m bench.run --quick         # smoke test: 1 round, 1 s per case, small seeds
 python -m bench.run --cases 'push-*,manifest-get-c16' --rounds 5
+python -m bench.run --cases 'memory-*' --skip-limits    # only the memory scenarios (~2 minutes)
 python -m bench.run --write         # also write docs/performance.md
 python -m bench.run --list          # case ids
 """
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench.cases import Case, Settings, all_cases, build_fixture, headline, run_case, seed
 from bench.machine import machine_info, machine_limits
+from bench.memory import MemoryCase, memory_cases, prepare, run_memory_case
 from bench.report import SERVERS, fmt, render, write_json
 from bench.servers import Cargobay, Distribution, Server, distribution_version, remove_tree
 
@@ -67,14 +69,17 @@ def settings_for(args: argparse.Namespace) -> Settings:
     )
 
 
-def select(cases: list[Case], spec: str | None) -> list[Case]:
+def select(
+    cases: list[Case], memory: list[MemoryCase], spec: str | None
+) -> tuple[list[Case], list[MemoryCase]]:
     if not spec:
-        return cases
+        return cases, memory
     patterns = [p.strip() for p in spec.split(",") if p.strip()]
     chosen = [c for c in cases if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
-    if not chosen:
+    chosen_memory = [c for c in memory if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
+    if not chosen and not chosen_memory:
         sys.exit(f"no case matches {spec!r}; see --list")
-    return chosen
+    return chosen, chosen_memory
 
 
 def log(message: str) -> None:
@@ -84,10 +89,12 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_for(args)
-    cases = select(all_cases(settings), args.cases)
+    cases, memory = select(all_cases(settings), memory_cases(), args.cases)
     if args.list:
         for case in all_cases(settings):
             print(f"{case.id:24} {case.title}")
+        for mcase in memory_cases():
+            print(f"{mcase.id:24} {mcase.title}")
         return 0
 
     began = time.monotonic()
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeding": {},
         "failures": [],
         "cases": [{**dataclasses.asdict(c), "runs": {s: [] for s in SERVERS}} for c in cases],
+        "memory": [{**dataclasses.asdict(c), "runs": {}} for c in memory],
     }
     servers: list[Server] = [
         Cargobay(data_root / "cargobay", workers=args.workers),
@@ -155,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                             else ""
                         )
                     )
+        if memory:
+            _run_memory(servers, memory, results, restart=bool(cases))
     except KeyboardInterrupt:
         results["failures"].append("interrupted")
         log("interrupted; stopping servers")
@@ -184,6 +194,40 @@ def main(argv: list[str] | None = None) -> int:
         f" {results['elapsed_s'] / 60:.1f} min"
     )
     return 1 if results["failures"] else 0
+
+
+def _run_memory(
+    servers: list[Server], memory: list[MemoryCase], results: dict[str, Any], *, restart: bool
+) -> None:
+    """Each memory scenario once per server (A B, A B, ...), on freshly started servers when
+    throughput cases ran before: memory their caches freed but kept could hide growth."""
+    if restart:
+        log("restarting the servers for the memory scenarios ...")
+        for server in servers:
+            server.stop()
+            server.start()
+    log("generating blob digests for the memory scenarios ...")
+    blobs = prepare(memory)
+    for case, record in zip(memory, results["memory"], strict=True):
+        for server in servers:
+            if not server.alive():
+                record["runs"][server.name] = {"errors": 1, "error": f"{server.label} is down"}
+                continue
+            try:
+                result = run_memory_case(server, case, blobs[case.id])
+            except Exception as exc:
+                result = {"errors": 1, "error": repr(exc)[:500]}
+                log(traceback.format_exc())
+            record["runs"][server.name] = result
+            if result["errors"]:
+                log(f"memory {case.id:26} {server.label:12} error: {result['error']}")
+                continue
+            log(
+                f"memory {case.id:26} {server.label:12} baseline {fmt(result['baseline_mib'])}"
+                f" MiB, peak {fmt(result['peak_mib'])} MiB, growth {fmt(result['growth_mib'])}"
+                f" MiB (VmHWM {fmt(result['hwm_growth_mib'])}),"
+                f" {'pass' if result['passed'] else 'FAIL'}; {result['seconds']:.1f} s"
+            )
 
 
 def _run(server: Server, case: Case, fixture: Any, settings: Settings) -> dict[str, Any]:
