@@ -34,6 +34,7 @@ from bench.servers import Cargobay, Distribution, Server, distribution_version, 
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+ANALYSIS = Path(__file__).with_name("analysis.md")
 DOC = ROOT / "docs" / "performance.md"
 
 
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(results, RESULTS / f"{name}.json")
     target = DOC if args.write else RESULTS / f"{name}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
+    if ANALYSIS.exists():  # the hand-written profiling summary travels with the numbers
+        report = report.rstrip("\n") + "\n\n" + ANALYSIS.read_text()
     target.write_text(report)
     log(
         f"report: {target}; raw numbers: {RESULTS / f'{name}.json'};"
