@@ -35,6 +35,7 @@ test: $(VENV)/.test-installed
 
 # BENCH_ARGS: e.g. --quick, --cases 'push-*', --write (updates docs/performance.md)
 bench: $(VENV)/.test-installed
+	bash scripts/install-test-tools.sh bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
