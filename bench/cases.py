@@ -15,7 +15,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import time
 import traceback
 from array import array
@@ -25,7 +24,7 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 from bench.http import Connection, HTTPError, with_query
-from bench.servers import Server
+from bench.servers import Server, forget_blobs
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -599,20 +598,8 @@ def run_case(server: Server, case: Case, fx: Fixture, duration: float) -> dict[s
         "peak_rss_bytes": peak,
     }
     if pushed:
-        _forget_blobs(server, pushed)
+        forget_blobs(server, pushed)
     return out
-
-
-def _forget_blobs(server: Server, digests: Iterable[str]) -> None:
-    """Delete pushed blob files behind the server's back to bound disk use: their content is
-    unique and never read again. Then flush writeback so the next run starts on a quiet disk."""
-    for digest in digests:
-        path = server.blob_file(digest)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    os.sync()
 
 
 def headline(case: Case, result: dict[str, Any]) -> float:

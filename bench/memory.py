@@ -25,7 +25,6 @@ import hashlib
 import multiprocessing as mp
 import os
 import random
-import shutil
 import statistics
 import time
 import traceback
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.http import Connection, HTTPError, Response, with_query
-from bench.servers import Server
+from bench.servers import Server, forget_blobs
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -336,14 +335,3 @@ def run_memory_case(server: Server, case: MemoryCase, blob: GeneratedBlob) -> di
         passed=not run["errors"] and (peak - baseline) / MiB < LIMIT_MIB,
     )
     return result
-
-
-def forget_blobs(server: Server, digests: list[str]) -> None:
-    """Delete blob files behind the server's back (their content is never read again)."""
-    for digest in digests:
-        path = server.blob_file(digest)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    os.sync()

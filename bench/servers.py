@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bench.http import Connection
@@ -253,3 +254,15 @@ def _status_kib(pid: int, key: str) -> int:
     except OSError:
         pass
     return 0
+
+
+def forget_blobs(server: Server, digests: Iterable[str]) -> None:
+    """Delete pushed blob files behind the server's back to bound disk use: their content is
+    unique and never read again. Then flush writeback so the next run starts on a quiet disk."""
+    for digest in digests:
+        path = server.blob_file(digest)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    os.sync()
