@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from cargobay.config import RegistryConfig
 from cargobay.errors import (
@@ -104,7 +105,6 @@ class Registry:
             raise TagInvalid(f"invalid reference {reference!r}: not a tag or a digest")
         if manifest is None:
             await self._raise_unknown(repository, reference)
-        assert manifest is not None
         if is_tag(reference) and accept and manifest.media_type not in accept:
             return await self._platform_fallback(repository, manifest, accept)
         return manifest
@@ -211,7 +211,7 @@ class Registry:
         if not self.config.delete_enabled:
             raise Unsupported("deletes are disabled on this registry", status=405)
 
-    async def _raise_unknown(self, repository: str, reference: str) -> None:
+    async def _raise_unknown(self, repository: str, reference: str) -> NoReturn:
         if not await self.metadata.repository_exists(repository):
             raise NameUnknown(detail={"name": repository})
         raise ManifestUnknown(detail={"reference": reference})
