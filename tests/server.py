@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-_LISTENING = re.compile(r"listening on (http://\S+)")
+_LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 class RegistryProcess:
@@ -37,7 +37,7 @@ class RegistryProcess:
     @property
     def host(self) -> str:
         """host:port, as registry clients want it."""
-        return self.url.removeprefix("http://")
+        return self.url.split("://", 1)[1]
 
     def start(self) -> RegistryProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

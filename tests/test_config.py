@@ -53,3 +53,34 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_example_config_states_the_defaults() -> None:
     example = Path(__file__).parent.parent / "examples" / "config.yml"
     assert load_config(example, environ={}) == load_config(environ={})
+
+
+def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "c.yml"
+    path.parent.mkdir()
+    path.write_text(
+        "tls: {certificate: a.crt, key: /abs/a.key}\n"
+        "auth:\n  htpasswd: users\n  access:\n"
+        "    - {users: [anonymous], repositories: ['public/*'], actions: [pull]}\n"
+    )
+    config = load_config(path, environ={})
+    assert config.tls.certificate == str(tmp_path / "conf" / "a.crt")
+    assert config.tls.key == "/abs/a.key"
+    assert config.auth.htpasswd == str(tmp_path / "conf" / "users")
+    assert config.auth.access[0].repositories == ["public/*"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls: {certificate: a.crt}", "both certificate and key"),
+        ("auth: {access: [{users: [a], repositories: [b], actions: [write]}]}", "unknown action"),
+        ("auth: {access: nope}", "must be a list"),
+        ("auth: {access: [nope]}", "must be a section"),
+    ],
+)
+def test_auth_and_tls_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})

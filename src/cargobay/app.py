@@ -9,9 +9,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from cargobay.api.common import REGISTRY_KEY
+from cargobay.api.auth import auth_middleware
+from cargobay.api.common import GUARD_KEY, REGISTRY_KEY
 from cargobay.api.errors import errors_middleware
 from cargobay.api.routes import add_routes
+from cargobay.auth.guard import Guard
+from cargobay.auth.htpasswd import Htpasswd
+from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
 from cargobay.config import Config
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
@@ -41,9 +45,22 @@ async def _add_api_version(request: web.Request, response: web.StreamResponse) -
     response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
 
 
+def build_guard(config: Config) -> Guard | None:
+    """None when authentication is off (no htpasswd file configured)."""
+    if config.auth.htpasswd is None:
+        return None
+    rules = tuple(
+        Rule(tuple(r.users), tuple(r.repositories), tuple(r.actions)) for r in config.auth.access
+    )
+    return Guard(
+        Htpasswd(config.auth.htpasswd), AccessPolicy(rules or DEFAULT_RULES), config.auth.realm
+    )
+
+
 def create_app(config: Config, registry: Registry | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1 << 20)
     app[REGISTRY_KEY] = registry or build_registry(config)
+    app[GUARD_KEY] = build_guard(config)
     app.on_response_prepare.append(_add_api_version)
     app.cleanup_ctx.append(_lifecycle)
     add_routes(app)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import ssl
 import sys
+from pathlib import Path
 
 from cargobay import __version__
 from cargobay.app import build_metadata_store
+from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.config import ConfigError, load_config
 
 
@@ -24,6 +28,12 @@ def main(argv: list[str] | None = None) -> None:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the metadata schema")
     _config_arguments(migrate)
+
+    users = commands.add_parser("user", help="manage the users of auth.htpasswd")
+    users.add_argument("action", choices=["add", "passwd", "remove", "list"])
+    users.add_argument("name", nargs="?")
+    _config_arguments(users)
+    users.add_argument("--htpasswd", help="the htpasswd file (default: auth.htpasswd)")
 
     args = parser.parse_args(argv)
     try:
@@ -42,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
-    if args.command == "migrate":
+    if args.command == "user":
+        manage_users(args.action, args.name, args.htpasswd or config.auth.htpasswd)
+    elif args.command == "migrate":
         build_metadata_store(config).migrate()
         print("metadata schema is up to date")
     else:
@@ -50,8 +62,48 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             run_server(config)
+        except (HtpasswdError, ssl.SSLError) as exc:
+            sys.exit(f"cargobay: {exc}")
         except OSError as exc:
-            sys.exit(f"cargobay: cannot listen on {config.listen}: {exc}")
+            sys.exit(f"cargobay: cannot start: {exc}")
+
+
+def manage_users(action: str, name: str | None, path: str | None) -> None:
+    if path is None:
+        sys.exit("cargobay: no htpasswd file: set auth.htpasswd in --config or pass --htpasswd")
+    file = Path(path)
+    users = parse_htpasswd(file.read_text(), path) if file.exists() else {}
+    if action == "list":
+        print("\n".join(sorted(users)))
+        return
+    if not name or ":" in name:
+        sys.exit("cargobay: give a user name (without ':')")
+    if action == "remove":
+        if users.pop(name, None) is None:
+            sys.exit(f"cargobay: no user {name!r}")
+    else:
+        if action == "add" and name in users:
+            sys.exit(f"cargobay: user {name!r} exists; use `cargobay user passwd`")
+        if action == "passwd" and name not in users:
+            sys.exit(f"cargobay: no user {name!r}")
+        users[name] = hash_password(_read_password()).encode()
+    text = "".join(f"{user}:{hashed.decode()}\n" for user, hashed in users.items())
+    temporary = file.with_name(file.name + ".tmp")
+    temporary.write_text(text)
+    temporary.chmod(0o600)
+    temporary.replace(file)  # atomic: a running registry never reads a half-written file
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            sys.exit("cargobay: the passwords differ")
+    if not password:
+        sys.exit("cargobay: empty password")
+    return password
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -57,6 +57,29 @@ class RegistryConfig:
 
 
 @dataclass
+class TLSConfig:
+    # PEM files; both set: serve HTTPS. Relative paths resolve against the config file's folder.
+    certificate: str | None = None
+    key: str | None = None
+
+
+@dataclass
+class AccessRuleConfig:
+    users: list[str] = field(default_factory=list)  # names, "*" (any signed-in), "anonymous"
+    repositories: list[str] = field(default_factory=list)  # globs; "*" also matches "/"
+    actions: list[str] = field(default_factory=list)  # pull, push, delete, "*"
+
+
+@dataclass
+class AuthConfig:
+    # An Apache htpasswd file with bcrypt entries: enables HTTP basic authentication.
+    htpasswd: str | None = None
+    realm: str = "cargobay"
+    # Who may do what; empty: every signed-in user may do everything, anonymous users nothing.
+    access: list[AccessRuleConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -66,6 +89,8 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -110,14 +135,33 @@ def load_config(
         if value is not None:
             _set(data, dotted.split("."), value)
     config: Config = _build(Config, data, "")
+    if path is not None:
+        _resolve_paths(config, Path(path).parent)
     config.host_port  # noqa: B018 - validate early
     if config.storage.driver != "filesystem":
         raise ConfigError(f"unknown storage driver {config.storage.driver!r}")
     if config.metadata.driver != "sqlite":
         raise ConfigError(f"unknown metadata driver {config.metadata.driver!r}")
+    if bool(config.tls.certificate) != bool(config.tls.key):
+        raise ConfigError("tls needs both certificate and key")
+    for rule in config.auth.access:
+        unknown = set(rule.actions) - {"pull", "push", "delete", "*"}
+        if unknown:
+            raise ConfigError(f"unknown action {sorted(unknown)[0]!r} in auth.access")
     if config.metadata.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ConfigError("metadata.synchronous must be OFF, NORMAL, FULL or EXTRA")
     return config
+
+
+def _resolve_paths(config: Config, folder: Path) -> None:
+    """Files named in a config file are relative to that file, not to the working directory."""
+
+    def resolve(value: str | None) -> str | None:
+        return value if value is None or Path(value).is_absolute() else str(folder / value)
+
+    config.tls.certificate = resolve(config.tls.certificate)
+    config.tls.key = resolve(config.tls.key)
+    config.auth.htpasswd = resolve(config.auth.htpasswd)
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -142,9 +186,22 @@ def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}{name} must be a section")
             values[name] = _build(kind, value, f"{where}{name}.")  # type: ignore[arg-type]
+        elif typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}{name} must be a list")
+            values[name] = [_item(item, v, f"{where}{name}[{i}]") for i, v in enumerate(value)]
         else:
             values[name] = _coerce(kind, value, f"{where}{name}")
     return cls(**values)
+
+
+def _item(kind: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a section")
+        return _build(kind, value, f"{name}.")  # type: ignore[arg-type]
+    return _coerce(kind, value, name)
 
 
 def _coerce(kind: Any, value: Any, name: str) -> Any:

@@ -15,12 +15,13 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
 from aiohttp import web
 
-from cargobay.app import build_metadata_store, create_app
+from cargobay.app import build_guard, build_metadata_store, create_app
 from cargobay.config import Config
 
 log = logging.getLogger("cargobay")
@@ -43,8 +44,12 @@ def serve(config: Config) -> None:
     sock = _bind(*config.host_port)
     host, port = sock.getsockname()[:2]
     workers = config.worker_count
+    # A bad certificate, key or htpasswd file fails here, before any worker starts.
+    _ssl_context(config)
+    build_guard(config)
+    scheme = "https" if config.tls.certificate else "http"
     print(
-        f"cargobay listening on http://{_url_host(host)}:{port} ({workers} workers,"
+        f"cargobay listening on {scheme}://{_url_host(host)}:{port} ({workers} workers,"
         f" data in {config.data_dir})",
         flush=True,
     )
@@ -135,6 +140,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    if not config.tls.certificate or not config.tls.key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls.certificate, config.tls.key)
+    return context
+
+
 def _run_worker(config: Config, sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -150,7 +163,7 @@ async def _serve_forever(config: Config, sock: socket.socket) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=_ssl_context(config)).start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -7,11 +7,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from cargobay.auth.guard import Guard
 from cargobay.errors import ManifestTooLarge, Unsupported
 from cargobay.registry.names import check_name
 from cargobay.registry.registry import Registry
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
+GUARD_KEY: web.AppKey[Guard | None] = web.AppKey("guard")
+USER_KEY = "cargobay.user"
 
 # How much of a request body the server takes from the socket buffer at once.
 BODY_CHUNK = 1 << 20
@@ -19,6 +22,15 @@ BODY_CHUNK = 1 << 20
 
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
+
+
+def guard(request: web.Request) -> Guard | None:
+    return request.app[GUARD_KEY]
+
+
+def user(request: web.Request) -> str | None:
+    value: str | None = request.get(USER_KEY)
+    return value
 
 
 def repository(request: web.Request) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargobay.api.common import next_link, page_size, registry, repository
+from cargobay.api.common import guard, next_link, page_size, registry, repository, user
 from cargobay.registry.manifests import OCI_INDEX
 
 TAGS_MAX_PAGE = 10_000
@@ -46,7 +46,11 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     headers = {}
     if page.more and page.items:
         headers["Link"] = next_link("/v2/_catalog", n=limit, last=page.items[-1])
-    return _json({"repositories": page.items}, headers)
+    names = page.items
+    auth = guard(request)
+    if auth is not None:  # list only what the caller may pull (a page may come out shorter)
+        names = [name for name in names if auth.may(user(request), name, "pull")]
+    return _json({"repositories": names}, headers)
 
 
 async def list_referrers(request: web.Request) -> web.StreamResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargobay.api.common import body_chunks, registry, repository
+from cargobay.api.common import body_chunks, guard, registry, repository, user
 from cargobay.metadata.base import UploadRecord
 from cargobay.registry.names import check_name
 from cargobay.registry.uploads import ChunkRange, range_header, upload_location
@@ -42,8 +42,12 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
 
     mount = query.get("mount")
     if mount:
-        source = query.get("from")
-        size = await reg.mount_blob(name, mount, check_name(source) if source else None)
+        source = check_name(query["from"]) if query.get("from") else None
+        auth = guard(request)
+        if auth is not None and source is not None and not auth.may(user(request), source, "pull"):
+            source = None  # may not read it: no mount, upload the bytes instead
+        # With authentication on, only a named source the caller may read is searched.
+        size = await reg.mount_blob(name, mount, source, anywhere=auth is None)
         if size is not None:
             return _blob_created(name, mount)
 

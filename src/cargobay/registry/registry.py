@@ -81,13 +81,16 @@ class Registry:
         if not await self.metadata.unlink_blob(repository, str(digest)):
             raise BlobUnknown(detail={"digest": str(digest)})
 
-    async def mount_blob(self, repository: str, digest_text: str, source: str | None) -> int | None:
-        """Link a blob another repository has; its size, or None if it cannot be mounted."""
+    async def mount_blob(
+        self, repository: str, digest_text: str, source: str | None, *, anywhere: bool = True
+    ) -> int | None:
+        """Link a blob another repository has; its size, or None if it cannot be mounted.
+        `anywhere=False` (the caller may not read every repository) limits it to `source`."""
         digest = str(Digest.parse(digest_text))
         size = None
         if source is not None:
             size = await self.metadata.linked_blob_size(source, digest)
-        if size is None and self.config.auto_mount:
+        if size is None and anywhere and self.config.auto_mount:
             size = await self.metadata.blob_size(digest)
         if size is not None:
             await self.metadata.link_blob(repository, digest, size)

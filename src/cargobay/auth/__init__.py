@@ -1,0 +1,1 @@
+"""Authentication (who is asking) and authorization (may they do it)."""
