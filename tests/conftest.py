@@ -48,10 +48,15 @@ def start_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryProcess]]:
         data_dir: Path | None = None,
         workers: int = 2,
         config: dict[str, object] | None = None,
+        config_file: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> RegistryProcess:
         server = RegistryProcess(
-            data_dir or tmp_path / f"data{len(started)}", workers=workers, config=config, env=env
+            data_dir or tmp_path / f"data{len(started)}",
+            workers=workers,
+            config=config,
+            config_file=config_file,
+            env=env,
         )
         started.append(server)
         return server.start()

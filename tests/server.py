@@ -24,9 +24,11 @@ class RegistryProcess:
         *,
         workers: int = 2,
         config: dict[str, object] | None = None,
+        config_file: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.config_file = config_file
         self.workers = workers
         self.config = config
         self.env = env or {}
@@ -51,6 +53,8 @@ class RegistryProcess:
             config_file = self.data_dir.parent / f"{self.data_dir.name}-config.yml"
             config_file.write_text(yaml.safe_dump(self.config))
             args += ["--config", str(config_file)]
+        elif self.config_file is not None:
+            args += ["--config", str(self.config_file)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOBAY_")}
         env.update(self.env)
         log = self.log_path.open("a")

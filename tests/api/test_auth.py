@@ -80,6 +80,17 @@ def test_bad_credentials_are_refused(secured: Secured, authorization: str) -> No
     assert_error(r, 401, "UNAUTHORIZED")
 
 
+def test_empty_basic_credentials_are_anonymous(secured: Secured) -> None:
+    """containers/image (skopeo, podman) sends `Basic Og==` when it has no credentials."""
+    with client_for(secured, "alice") as alice, client_for(secured) as anonymous:
+        push_image(alice, "public/empty-creds", "v1")
+        empty = {"Authorization": "Basic Og=="}
+        assert (
+            anonymous.get("/v2/public/empty-creds/manifests/v1", headers=empty).status_code == 200
+        )
+        assert_error(anonymous.get("/v2/", headers=empty), 401, "UNAUTHORIZED")
+
+
 def test_unknown_user_is_refused(secured: Secured) -> None:
     with httpx.Client(base_url=secured.url, auth=("mallory", "x"), verify=secured.trust) as mallory:
         assert_error(mallory.get("/v2/"), 401, "UNAUTHORIZED")

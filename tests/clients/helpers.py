@@ -43,6 +43,7 @@ def run(
     cwd: Path | None = None,
     timeout: float = TIMEOUT,
     server: RegistryProcess | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise with its stdout, stderr and the tail of the server log."""
     argv = [str(a) for a in args]
@@ -56,6 +57,7 @@ def run(
             timeout=timeout,
             env=full_env,
             cwd=cwd,
+            input=input,
         )
     except subprocess.CalledProcessError as exc:
         problem = f"exited with status {exc.returncode}"

@@ -34,6 +34,10 @@ class Guard:
             )
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed basic credentials", headers=self.challenge) from None
+        if sep and not user and not password:
+            # containers/image answers a Basic challenge with empty credentials when it has
+            # none (`Basic Og==`): that is an anonymous request, not a failed login.
+            return None
         if not sep or not await self.users.verify(user, password):
             raise Unauthorized("invalid username or password", headers=self.challenge)
         return user
