@@ -166,3 +166,20 @@ def test_catalog_lists_only_pullable_repositories(secured: Secured) -> None:
         assert_error(anonymous.get("/v2/_catalog"), 401, "UNAUTHORIZED")
         names = alice.get("/v2/_catalog", params={"n": 1000}).json()["repositories"]
         assert {"public/listed", "hidden/repo"} <= set(names)
+
+
+def test_failed_logins_are_rate_limited(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    server = start_registry(
+        workers=1,  # the counts are per worker process
+        config={"auth": {"htpasswd": write_htpasswd(tmp_path / "htpasswd")}},
+    )
+    with httpx.Client(base_url=server.url, auth=("bob", "guess")) as guesser:
+        statuses = [guesser.get("/v2/").status_code for _ in range(10)]
+        assert statuses == [401] * 10
+        r = guesser.get("/v2/")
+        assert_error(r, 429, "TOOMANYREQUESTS")
+        assert 0 < int(r.headers["Retry-After"]) <= 60
+    with httpx.Client(base_url=server.url, auth=("bob", USERS["bob"])) as bob:
+        assert_error(bob.get("/v2/"), 429, "TOOMANYREQUESTS")  # the user is blocked too

@@ -23,7 +23,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     guard = request.app[GUARD_KEY]
     if guard is None or request.match_info.http_exception is not None:
         return await handler(request)
-    user = await guard.authenticate(request.headers.get("Authorization"))
+    user = await guard.authenticate(request.headers.get("Authorization"), request.remote or "")
     guard.require(user, request.match_info.get("name"), required_action(request))
     request[USER_KEY] = user
     return await handler(request)

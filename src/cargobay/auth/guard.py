@@ -5,24 +5,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import AccessPolicy
-from cargobay.errors import Denied, Unauthorized
+from cargobay.auth.ratelimit import FailedLogins
+from cargobay.errors import Denied, TooManyRequests, Unauthorized
 
 
 class Guard:
-    def __init__(self, users: Htpasswd, policy: AccessPolicy, realm: str) -> None:
+    def __init__(
+        self,
+        users: Htpasswd,
+        policy: AccessPolicy,
+        realm: str,
+        failed_logins: FailedLogins | None = None,
+    ) -> None:
         self.users = users
         self.policy = policy
         self.realm = realm
+        self.failed_logins = failed_logins or FailedLogins()
 
     @property
     def challenge(self) -> dict[str, str]:
         return {"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'}
 
-    async def authenticate(self, authorization: str | None) -> str | None:
-        """The user name, or None for an anonymous request; bad credentials are refused."""
+    async def authenticate(self, authorization: str | None, client: str = "") -> str | None:
+        """The user name, or None for an anonymous request; bad credentials are refused, and
+        so is anyone who failed too often lately (429)."""
         if not authorization:
             return None
         scheme, _, value = authorization.partition(" ")
@@ -38,7 +48,15 @@ class Guard:
             # containers/image answers a Basic challenge with empty credentials when it has
             # none (`Basic Og==`): that is an anonymous request, not a failed login.
             return None
+        keys = (f"client:{client}", f"user:{user}")
+        wait = self.failed_logins.retry_after(*keys)
+        if wait is not None:
+            raise TooManyRequests(
+                "too many failed logins; try again later",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         if not sep or not await self.users.verify(user, password):
+            self.failed_logins.record(*keys)
             raise Unauthorized("invalid username or password", headers=self.challenge)
         return user
 
