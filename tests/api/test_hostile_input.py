@@ -4,6 +4,8 @@ response body is in JSON format, it MUST have the following format ...')."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
@@ -24,6 +26,7 @@ from tests.api.helpers import (
     start_upload,
     with_query,
 )
+from tests.server import RegistryProcess
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -367,3 +370,30 @@ def test_huge_query_string(client: httpx.Client) -> None:
 def test_huge_header(client: httpx.Client) -> None:
     r = client.get("/v2/", headers={"X-Junk": "x" * 100_000})
     assert r.status_code in (200, 400, 431), r.status_code
+
+
+def test_truncated_chunk_leaves_the_upload_where_it_was(
+    client: httpx.Client, registry_server: RegistryProcess
+) -> None:
+    """A client that dies mid-PATCH: nothing it sent counts, the upload continues from where it
+    was, and the server treats it as the client's failure, not an internal error."""
+    name = repo_name()
+    location = start_upload(client, name)
+    host, port = registry_server.host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b"0123456789"
+        )
+        raw.shutdown(socket.SHUT_WR)
+        raw.recv(1024)  # returns once the server has handled (and closed) the request
+    status = client.get(location)
+    assert status.status_code == 204
+    assert status.headers["Range"] == "0-0"
+    data = random_blob(300)
+    r = client.patch(location, content=data)
+    assert r.status_code == 202
+    digest = digest_of(data)
+    assert client.put(with_query(r.headers["Location"], digest=digest)).status_code == 201
+    assert client.get(f"/v2/{name}/blobs/{digest}").content == data
+    assert f"unhandled error in PATCH {location}" not in registry_server.log()

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cargobay.errors import (
     BlobUnknown,
+    BlobUploadInvalid,
     ManifestTooLarge,
     RegistryError,
     SizeInvalid,
@@ -60,6 +62,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return error_response(_from_http(exc, request))
+    except (ConnectionResetError, ClientPayloadError, HttpProcessingError) as exc:
+        # The client went away or sent a broken body mid-request: its error, not ours. What
+        # was received is discarded (an upload stays where it was).
+        log.info("%s %s: request body incomplete: %s", request.method, request.path, exc)
+        return error_response(BlobUploadInvalid("request body ended early or is malformed"))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return web.Response(
