@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,9 +14,10 @@ from cargobay.api.auth import auth_middleware
 from cargobay.api.common import GUARD_KEY, REGISTRY_KEY
 from cargobay.api.errors import errors_middleware
 from cargobay.api.routes import add_routes
-from cargobay.auth.guard import Guard
+from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
+from cargobay.auth.tokens import TokenSigner, TokenVerifier
 from cargobay.config import Config
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
@@ -52,8 +54,17 @@ def build_guard(config: Config) -> Guard | None:
     rules = tuple(
         Rule(tuple(r.users), tuple(r.repositories), tuple(r.actions)) for r in config.auth.access
     )
+    token = config.auth.token
+    tokens = None
+    if token.issuer and token.signing_key:
+        signer = TokenSigner(Path(token.signing_key), token.issuer, token.expiration_seconds)
+        verifier = TokenVerifier({signer.kid: signer.public_key}, token.issuer, token.service)
+        tokens = TokenService(signer, verifier, token.service, token.realm)
     return Guard(
-        Htpasswd(config.auth.htpasswd), AccessPolicy(rules or DEFAULT_RULES), config.auth.realm
+        Htpasswd(config.auth.htpasswd),
+        AccessPolicy(rules or DEFAULT_RULES),
+        config.auth.realm,
+        tokens=tokens,
     )
 
 

@@ -71,12 +71,25 @@ class AccessRuleConfig:
 
 
 @dataclass
+class TokenConfig:
+    # issuer and signing_key set: Docker token authentication, with the built-in token server at
+    # /auth/token issuing JWTs signed with signing_key (a PEM EC P-256, RSA or Ed25519 key).
+    issuer: str | None = None
+    service: str = "cargobay"
+    signing_key: str | None = None
+    # The token endpoint's public URL (default: this server's /auth/token).
+    realm: str | None = None
+    expiration_seconds: int = 300
+
+
+@dataclass
 class AuthConfig:
     # An Apache htpasswd file with bcrypt entries: enables HTTP basic authentication.
     htpasswd: str | None = None
     realm: str = "cargobay"
     # Who may do what; empty: every signed-in user may do everything, anonymous users nothing.
     access: list[AccessRuleConfig] = field(default_factory=list)
+    token: TokenConfig = field(default_factory=TokenConfig)
 
 
 @dataclass
@@ -144,6 +157,11 @@ def load_config(
         raise ConfigError(f"unknown metadata driver {config.metadata.driver!r}")
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls needs both certificate and key")
+    token = config.auth.token
+    if bool(token.issuer) != bool(token.signing_key):
+        raise ConfigError("auth.token needs both issuer and signing_key")
+    if token.issuer and not config.auth.htpasswd:
+        raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
     for rule in config.auth.access:
         unknown = set(rule.actions) - {"pull", "push", "delete", "*"}
         if unknown:
@@ -162,6 +180,7 @@ def _resolve_paths(config: Config, folder: Path) -> None:
     config.tls.certificate = resolve(config.tls.certificate)
     config.tls.key = resolve(config.tls.key)
     config.auth.htpasswd = resolve(config.auth.htpasswd)
+    config.auth.token.signing_key = resolve(config.auth.token.signing_key)
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:

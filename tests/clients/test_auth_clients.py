@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cargobay.auth.htpasswd import hash_password
-from tests.clients.helpers import run, run_status, umoci_image
+from tests.clients.helpers import run, run_status, short_runroot, umoci_image
 from tests.conftest import require_tool
 from tests.server import RegistryProcess
 from tests.tls import make_certificates
@@ -59,3 +61,56 @@ def test_skopeo_pushes_and_pulls_over_tls_with_credentials(
         server=server,
     ).stdout.strip()  # fmt: skip
     assert raw_digest == local["digest"]
+
+
+def test_skopeo_and_podman_with_token_authentication(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    """The clients follow the Bearer challenge to the built-in token server on their own."""
+    skopeo = require_tool("skopeo")
+    podman = require_tool("podman")
+    require_tool("umoci")
+    key = tmp_path / "signing.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"ci:{hash_password('ci-password', rounds=4)}\n")
+    server = start_registry(
+        config={
+            "auth": {
+                "htpasswd": str(htpasswd),
+                "token": {"issuer": "test", "service": "cargobay", "signing_key": str(key)},
+            }
+        }
+    )
+    layout = umoci_image(tmp_path / "image", "v1", {"t.txt": b"token auth\n"})
+    target = f"docker://{server.host}/token/app:v1"
+    plain = "--dest-tls-verify=false"
+    refused = run_status([skopeo, "copy", plain, "--dest-no-creds", f"oci:{layout}:v1", target])
+    assert refused.returncode != 0
+    run(
+        [skopeo, "copy", plain, "--dest-creds", "ci:ci-password", f"oci:{layout}:v1", target],
+        server=server,
+    )
+    runroot = short_runroot()
+    try:
+        env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+        (tmp_path / "auth.json").write_text('{"auths": {}}')
+        base = [
+            podman, "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
+            "--runroot", str(runroot), "--events-backend", "file",
+            "--cgroup-manager", "cgroupfs",
+        ]  # fmt: skip
+        run(
+            [*base, "login", "--tls-verify=false", "-u", "ci", "--password-stdin", server.host],
+            env=env,
+            input="ci-password",
+        )
+        run([*base, "pull", "--tls-verify=false", f"{server.host}/token/app:v1"], env=env)
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)

@@ -1,6 +1,6 @@
-"""examples/htpasswd-tls.yml works as documented: copied next to a certificate, a key and an
-htpasswd file made with `cargobay user add`, real clients log in and push/pull over verified TLS;
-anonymous clients may pull public/* only."""
+"""examples/htpasswd-tls.yml and examples/token-tls.yml work as documented: copied next to a
+certificate, a key (and a token signing key) and an htpasswd file made with `cargobay user add`,
+real clients log in and push/pull over verified TLS; anonymous clients may pull public/* only."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.clients.helpers import run, run_status, short_runroot, umoci_image
 from tests.conftest import require_tool
@@ -21,7 +23,7 @@ from tests.tls import make_certificates
 
 pytestmark = pytest.mark.clients
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "htpasswd-tls.yml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PASSWORD = "correct horse battery staple"
 
 
@@ -35,12 +37,22 @@ class SecureRegistry:
         return self.server.host
 
 
-@pytest.fixture
-def secure(tmp_path: Path, start_registry: Callable[..., RegistryProcess]) -> SecureRegistry:
+@pytest.fixture(params=["htpasswd-tls.yml", "token-tls.yml"])
+def secure(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    start_registry: Callable[..., RegistryProcess],
+) -> SecureRegistry:
     folder = tmp_path / "registry"
     folder.mkdir()
-    config = folder / "htpasswd-tls.yml"
-    shutil.copy(EXAMPLE, config)
+    config = folder / request.param
+    shutil.copy(EXAMPLES / request.param, config)
+    signing_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (folder / "token-signing.pem").write_bytes(signing_key)  # read by token-tls.yml only
     certificates = make_certificates(tmp_path / "tls")
     shutil.copy(certificates.certificate, folder / "registry.crt")
     shutil.copy(certificates.key, folder / "registry.key")

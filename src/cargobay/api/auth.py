@@ -1,29 +1,105 @@
-"""The authentication middleware: every request is checked before its handler runs."""
+"""The authentication middleware (every request is checked before its handler runs) and the
+built-in token server endpoints."""
 
 from __future__ import annotations
 
+import base64
+import datetime
+import json
+
 from aiohttp import web
 
-from cargobay.api.common import GUARD_KEY, USER_KEY
+from cargobay.api.common import GUARD_KEY, IDENTITY_KEY
 from cargobay.api.errors import Handler
+from cargobay.auth.guard import BASE, CATALOG, Guard
+from cargobay.auth.scope import parse_scopes
+from cargobay.errors import Unauthorized, Unsupported
 
 _PUSH_METHODS = frozenset({"POST", "PATCH", "PUT"})
 
 
-def required_action(request: web.Request) -> str:
+def required_access(request: web.Request) -> tuple[str, str, str]:
+    name = request.match_info.get("name")
+    if name is None:
+        return CATALOG if request.path.rstrip("/") == "/v2/_catalog" else BASE
     if "upload_id" in request.match_info:
-        return "push"  # status and cancel of an upload belong to the pusher
-    if request.method == "DELETE":
-        return "delete"
-    return "push" if request.method in _PUSH_METHODS else "pull"
+        action = "push"  # status and cancel of an upload belong to the pusher
+    elif request.method == "DELETE":
+        action = "delete"
+    else:
+        action = "push" if request.method in _PUSH_METHODS else "pull"
+    return ("repository", name, action)
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     guard = request.app[GUARD_KEY]
-    if guard is None or request.match_info.http_exception is not None:
+    if (
+        guard is None
+        or request.match_info.http_exception is not None
+        or not request.path.startswith("/v2/")
+    ):
         return await handler(request)
-    user = await guard.authenticate(request.headers.get("Authorization"), request.remote or "")
-    guard.require(user, request.match_info.get("name"), required_action(request))
-    request[USER_KEY] = user
+    here = base_url(request)
+    identity = await guard.authenticate(
+        request.headers.get("Authorization"), request.remote or "", here
+    )
+    guard.require(identity, required_access(request), here)
+    request[IDENTITY_KEY] = identity
     return await handler(request)
+
+
+def _token_guard(request: web.Request) -> Guard:
+    guard = request.app[GUARD_KEY]
+    if guard is None or guard.tokens is None:
+        raise Unsupported("token authentication is not enabled", status=404)
+    return guard
+
+
+async def issue_token(request: web.Request) -> web.StreamResponse:
+    """GET /auth/token (basic credentials or anonymous) and POST /auth/token (OAuth2 password
+    grant), as Docker's token authentication specification describes."""
+    guard = _token_guard(request)
+    assert guard.tokens is not None
+    client = request.remote or ""
+    if request.method == "POST":
+        form = await request.post()
+        if form.get("grant_type") != "password":
+            raise Unsupported("only grant_type=password is supported")
+        credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
+        user = await guard.basic_user(base64.b64encode(credentials).decode(), client)
+        service = str(form.get("service", ""))
+        scopes = parse_scopes([str(s) for s in form.getall("scope", [])])
+    else:
+        user = None
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "basic":
+                raise Unauthorized("the token endpoint takes basic credentials")
+            user = await guard.basic_user(value, client)
+        service = request.query.get("service", "")
+        scopes = parse_scopes(request.query.getall("scope", []))
+    if service and service != guard.tokens.service:
+        raise Unsupported(f"unknown service {service!r}")
+    granted = guard.grant(user, scopes)
+    token, lifetime, issued = guard.tokens.signer.issue(user, guard.tokens.service, granted)
+    issued_at = datetime.datetime.fromtimestamp(issued, datetime.UTC)
+    body = {
+        "token": token,
+        "access_token": token,
+        "expires_in": lifetime,
+        "issued_at": issued_at.isoformat().replace("+00:00", "Z"),
+    }
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+
+async def jwks(request: web.Request) -> web.StreamResponse:
+    guard = _token_guard(request)
+    assert guard.tokens is not None
+    body = json.dumps(guard.tokens.signer.jwks()).encode()
+    return web.Response(body=body, content_type="application/json")

@@ -7,14 +7,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from cargobay.auth.guard import Guard
+from cargobay.auth.guard import ANONYMOUS, Guard, Identity
 from cargobay.errors import ManifestTooLarge, Unsupported
 from cargobay.registry.names import check_name
 from cargobay.registry.registry import Registry
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY: web.AppKey[Guard | None] = web.AppKey("guard")
-USER_KEY = "cargobay.user"
+IDENTITY_KEY = "cargobay.identity"
 
 # How much of a request body the server takes from the socket buffer at once.
 BODY_CHUNK = 1 << 20
@@ -28,8 +28,8 @@ def guard(request: web.Request) -> Guard | None:
     return request.app[GUARD_KEY]
 
 
-def user(request: web.Request) -> str | None:
-    value: str | None = request.get(USER_KEY)
+def identity(request: web.Request) -> Identity:
+    value: Identity = request.get(IDENTITY_KEY, ANONYMOUS)
     return value
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargobay.api.common import guard, next_link, page_size, registry, repository, user
+from cargobay.api.common import guard, identity, next_link, page_size, registry, repository
 from cargobay.registry.manifests import OCI_INDEX
 
 TAGS_MAX_PAGE = 10_000
@@ -49,7 +49,8 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     names = page.items
     auth = guard(request)
     if auth is not None:  # list only what the caller may pull (a page may come out shorter)
-        names = [name for name in names if auth.may(user(request), name, "pull")]
+        who = identity(request)
+        names = [name for name in names if auth.may(who, "repository", name, "pull")]
     return _json({"repositories": names}, headers)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargobay.api import blobs, discovery, manifests, uploads
+from cargobay.api import auth, blobs, discovery, manifests, uploads
 
 NAME = r"{name:.+}"
 
@@ -31,6 +31,10 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", f"/v2/{NAME}/blobs/{{digest}}", blobs.get_blob),  #                end-2
     ("HEAD", f"/v2/{NAME}/blobs/{{digest}}", blobs.get_blob),  #               end-2
     ("DELETE", f"/v2/{NAME}/blobs/{{digest}}", blobs.delete_blob),  #          end-10
+    # The built-in token server (Docker token authentication), when enabled.
+    ("GET", "/auth/token", auth.issue_token),
+    ("POST", "/auth/token", auth.issue_token),
+    ("GET", "/auth/jwks", auth.jwks),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargobay.api.common import body_chunks, guard, registry, repository, user
+from cargobay.api.common import body_chunks, guard, identity, registry, repository
 from cargobay.metadata.base import UploadRecord
 from cargobay.registry.names import check_name
 from cargobay.registry.uploads import ChunkRange, range_header, upload_location
@@ -44,7 +44,12 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     if mount:
         source = check_name(query["from"]) if query.get("from") else None
         auth = guard(request)
-        if auth is not None and source is not None and not auth.may(user(request), source, "pull"):
+        who = identity(request)
+        if (
+            auth is not None
+            and source is not None
+            and not auth.may(who, "repository", source, "pull")
+        ):
             source = None  # may not read it: no mount, upload the bytes instead
         # With authentication on, only a named source the caller may read is searched.
         size = await reg.mount_blob(name, mount, source, anywhere=auth is None)

@@ -1,16 +1,46 @@
-"""Decide, per request, who is asking and whether they may: basic credentials against the
-htpasswd users, then the access policy."""
+"""Decide, per request, who is asking and whether they may.
+
+Two ways in: basic credentials (checked against the htpasswd users; the access policy decides),
+and, with token authentication on, bearer tokens from the token server (the token's `access`
+claim decides). The token server itself grants the intersection of what is asked and what the
+policy allows.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
+from dataclasses import dataclass
 
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import AccessPolicy
 from cargobay.auth.ratelimit import FailedLogins
+from cargobay.auth.scope import REPOSITORY_ACTIONS, Scope
+from cargobay.auth.tokens import TokenClaims, TokenInvalid, TokenSigner, TokenVerifier
 from cargobay.errors import Denied, TooManyRequests, Unauthorized
+
+# What a request needs: (resource type, resource name, action). The base endpoint `/v2/` needs
+# only a valid identity; the catalog needs `registry:catalog:*`.
+BASE = ("base", "", "")
+CATALOG = ("registry", "catalog", "*")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str | None  # None: anonymous
+    token: TokenClaims | None = None  # set when the request carried a bearer token
+
+
+ANONYMOUS = Identity(None)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenService:
+    signer: TokenSigner
+    verifier: TokenVerifier
+    service: str
+    realm: str | None  # the token endpoint's public URL; None: this server's /auth/token
 
 
 class Guard:
@@ -20,30 +50,58 @@ class Guard:
         policy: AccessPolicy,
         realm: str,
         failed_logins: FailedLogins | None = None,
+        tokens: TokenService | None = None,
     ) -> None:
         self.users = users
         self.policy = policy
         self.realm = realm
         self.failed_logins = failed_logins or FailedLogins()
+        self.tokens = tokens
 
-    @property
-    def challenge(self) -> dict[str, str]:
-        return {"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'}
+    def challenge(self, need: tuple[str, str, str] = BASE, base_url: str = "") -> dict[str, str]:
+        if self.tokens is None:
+            return {"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'}
+        realm = self.tokens.realm or f"{base_url}/auth/token"
+        value = f'Bearer realm="{realm}",service="{self.tokens.service}"'
+        kind, name, action = need
+        if kind != "base":
+            # Docker clients ask for pull along with push, as distribution challenges.
+            actions = "pull,push" if action == "push" else action
+            value += f',scope="{kind}:{name}:{actions}"'
+        return {"WWW-Authenticate": value}
 
-    async def authenticate(self, authorization: str | None, client: str = "") -> str | None:
-        """The user name, or None for an anonymous request; bad credentials are refused, and
-        so is anyone who failed too often lately (429)."""
+    async def authenticate(
+        self, authorization: str | None, client: str = "", base_url: str = ""
+    ) -> Identity:
+        """Who is asking; bad credentials are refused, and so is anyone who failed too often
+        lately (429)."""
         if not authorization:
-            return None
+            return ANONYMOUS
         scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and self.tokens is not None:
+            try:
+                claims = self.tokens.verifier.verify(value.strip())
+            except TokenInvalid as exc:
+                raise Unauthorized(
+                    f"invalid token: {exc}", headers=self.challenge(base_url=base_url)
+                ) from None
+            return Identity(claims.subject, claims)
         if scheme.lower() != "basic":
-            raise Unauthorized("only basic authentication is supported", headers=self.challenge)
+            raise Unauthorized(
+                f"unsupported authorization scheme {scheme!r}",
+                headers=self.challenge(base_url=base_url),
+            )
+        return Identity(await self.basic_user(value, client, base_url))
+
+    async def basic_user(self, value: str, client: str, base_url: str = "") -> str | None:
         try:
             user, sep, password = (
                 base64.b64decode(value.strip(), validate=True).decode().partition(":")
             )
         except (binascii.Error, UnicodeDecodeError):
-            raise Unauthorized("malformed basic credentials", headers=self.challenge) from None
+            raise Unauthorized(
+                "malformed basic credentials", headers=self.challenge(base_url=base_url)
+            ) from None
         if sep and not user and not password:
             # containers/image answers a Basic challenge with empty credentials when it has
             # none (`Basic Og==`): that is an anonymous request, not a failed login.
@@ -57,23 +115,45 @@ class Guard:
             )
         if not sep or not await self.users.verify(user, password):
             self.failed_logins.record(*keys)
-            raise Unauthorized("invalid username or password", headers=self.challenge)
+            raise Unauthorized(
+                "invalid username or password", headers=self.challenge(base_url=base_url)
+            )
         return user
 
-    def require(self, user: str | None, repository: str | None, action: str) -> None:
-        """Refuse unless `user` may do `action` on `repository` (None: the registry itself,
-        which needs any signed-in user)."""
-        allowed = (
-            user is not None if repository is None else self.policy.allows(user, repository, action)
-        )
-        if allowed:
+    def may(self, identity: Identity, kind: str, name: str, action: str) -> bool:
+        if kind == "base":
+            return identity.user is not None or identity.token is not None
+        if identity.token is not None:
+            return identity.token.allows(kind, name, action)
+        if kind == "registry":
+            return identity.user is not None
+        return self.policy.allows(identity.user, name, action)
+
+    def require(self, identity: Identity, need: tuple[str, str, str], base_url: str = "") -> None:
+        if self.may(identity, *need):
             return
-        if user is None:
-            raise Unauthorized(headers=self.challenge)
+        if identity.user is None or identity.token is not None:
+            # Anonymous, or a token without this access: send the client for (another) token.
+            raise Unauthorized(headers=self.challenge(need, base_url))
+        kind, name, action = need
         raise Denied(
-            f"{user} may not {action} {repository}",
-            detail={"repository": repository, "action": action},
+            f"{identity.user} may not {action} {name}",
+            detail={"type": kind, "name": name, "action": action},
         )
 
-    def may(self, user: str | None, repository: str, action: str) -> bool:
-        return self.policy.allows(user, repository, action)
+    def grant(self, user: str | None, requested: list[Scope]) -> list[Scope]:
+        """The token server's answer: of each requested scope, the actions the policy allows
+        (never an error for less than was asked)."""
+        granted = []
+        for scope in requested:
+            if scope.type == "repository":
+                wanted = REPOSITORY_ACTIONS if "*" in scope.actions else scope.actions
+                actions = tuple(
+                    a for a in dict.fromkeys(wanted) if self.policy.allows(user, scope.name, a)
+                )
+            elif (scope.type, scope.name) == ("registry", "catalog") and user is not None:
+                actions = tuple(a for a in scope.actions if a == "*")
+            else:
+                actions = ()
+            granted.append(Scope(scope.type, scope.name, actions))
+        return granted

@@ -1,0 +1,126 @@
+"""Docker registry bearer tokens: JWTs carrying the granted access, signed by the built-in token
+server and verified by the registry (ES256 by default; RS256 and EdDSA keys work too)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from cargobay.auth.scope import Scope
+
+ALGORITHMS = ("ES256", "RS256", "EdDSA")
+LEEWAY_SECONDS = 30
+
+
+class TokenInvalid(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    subject: str | None  # None: an anonymous token
+    access: Mapping[tuple[str, str], frozenset[str]]
+
+    def allows(self, kind: str, name: str, action: str) -> bool:
+        granted = self.access.get((kind, name), frozenset())
+        return action in granted or "*" in granted
+
+
+def _algorithm(key: Any) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return "ES256"
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise TokenInvalid(f"unsupported key type {type(key).__name__}")
+
+
+def key_id(public_key: Any) -> str:
+    """A stable id for a public key: the SHA-256 of its DER encoding, base32 without padding."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+
+
+class TokenSigner:
+    def __init__(self, private_key_pem: Path, issuer: str, lifetime: int) -> None:
+        key = serialization.load_pem_private_key(private_key_pem.read_bytes(), password=None)
+        self.private_key = key
+        self.public_key = key.public_key()
+        self.algorithm = _algorithm(key)
+        self.kid = key_id(self.public_key)
+        self.issuer = issuer
+        self.lifetime = lifetime
+
+    def issue(
+        self, subject: str | None, audience: str, granted: Sequence[Scope]
+    ) -> tuple[str, int, int]:
+        """A token and its lifetime and issue time (seconds)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": subject or "",
+            "aud": audience,
+            "iat": now,
+            "nbf": now - 1,
+            "exp": now + self.lifetime,
+            "jti": base64.urlsafe_b64encode(os.urandom(18)).decode(),
+            "access": [
+                {"type": s.type, "name": s.name, "actions": list(s.actions)} for s in granted
+            ],
+        }
+        headers = {"kid": self.kid}
+        token = jwt.encode(claims, self.private_key, self.algorithm, headers=headers)  # type: ignore[arg-type]
+        return token, self.lifetime, now
+
+    def jwks(self) -> dict[str, Any]:
+        algorithm = jwt.algorithms.get_default_algorithms()[self.algorithm]
+        jwk = json.loads(algorithm.to_jwk(self.public_key))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": self.algorithm})
+        return {"keys": [jwk]}
+
+
+class TokenVerifier:
+    def __init__(self, keys: Mapping[str, Any], issuer: str, audience: str) -> None:
+        self.keys = dict(keys)  # kid -> public key
+        self.issuer = issuer
+        self.audience = audience
+
+    def verify(self, token: str) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self.keys.get(str(header.get("kid")))
+            if key is None:
+                raise TokenInvalid("token signed by an unknown key")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[_algorithm(key)],  # never "none", never another key type's
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid(str(exc)) from None
+        access: dict[tuple[str, str], frozenset[str]] = {}
+        for entry in claims.get("access") or []:
+            if isinstance(entry, dict):
+                key_ = (str(entry.get("type")), str(entry.get("name")))
+                access[key_] = access.get(key_, frozenset()) | frozenset(
+                    str(a) for a in entry.get("actions") or []
+                )
+        return TokenClaims(claims.get("sub") or None, access)

@@ -1,0 +1,174 @@
+"""Docker token authentication with the built-in token server (spec-auth-token.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cargobay.auth.htpasswd import hash_password
+from tests.api.helpers import assert_error, push_image
+from tests.server import RegistryProcess
+
+USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+ACCESS = [
+    {"users": ["alice"], "repositories": ["*"], "actions": ["*"]},
+    {"users": ["bob"], "repositories": ["*"], "actions": ["pull"]},
+    {"users": ["anonymous"], "repositories": ["public/*"], "actions": ["pull"]},
+]
+
+
+@pytest.fixture
+def token_registry(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> RegistryProcess:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "signing.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "htpasswd").write_text(
+        "".join(f"{u}:{hash_password(p, rounds=4)}\n" for u, p in USERS.items())
+    )
+    return start_registry(
+        config={
+            "auth": {
+                "htpasswd": str(tmp_path / "htpasswd"),
+                "access": ACCESS,
+                "token": {
+                    "issuer": "cargobay-test",
+                    "service": "test-registry",
+                    "signing_key": str(tmp_path / "signing.pem"),
+                },
+            }
+        }
+    )
+
+
+def challenge(response: httpx.Response) -> dict[str, str]:
+    header = response.headers["WWW-Authenticate"]
+    assert header.startswith("Bearer ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+def token(
+    server: RegistryProcess, *scopes: str, user: str | None = None, service: str = "test-registry"
+) -> str:
+    auth = (user, USERS[user]) if user else None
+    r = httpx.get(
+        f"{server.url}/auth/token",
+        params=[("service", service), *[("scope", s) for s in scopes]],
+        auth=auth,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token"] == body["access_token"] and body["expires_in"] > 0
+    return str(body["token"])
+
+
+def bearer(server: RegistryProcess, value: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {value}"})
+
+
+def test_challenge_names_realm_service_and_scope(token_registry: RegistryProcess) -> None:
+    r = httpx.get(f"{token_registry.url}/v2/")
+    assert_error(r, 401, "UNAUTHORIZED")
+    fields = challenge(r)
+    assert fields["realm"] == f"{token_registry.url}/auth/token"
+    assert fields["service"] == "test-registry"
+    r = httpx.post(f"{token_registry.url}/v2/team/app/blobs/uploads/")
+    assert challenge(r)["scope"] == "repository:team/app:pull,push"
+
+
+def test_token_flow_push_and_pull(token_registry: RegistryProcess) -> None:
+    push_token = token(token_registry, "repository:team/app:pull,push", user="alice")
+    with bearer(token_registry, push_token) as alice:
+        assert alice.get("/v2/").status_code == 200
+        _, digest = push_image(alice, "team/app", "v1")
+    pull_token = token(token_registry, "repository:team/app:pull", user="bob")
+    with bearer(token_registry, pull_token) as bob:
+        assert bob.get("/v2/team/app/manifests/v1").status_code == 200
+        r = bob.post("/v2/team/app/blobs/uploads/")
+        assert_error(r, 401, "UNAUTHORIZED")  # go get a token with push
+        assert challenge(r)["scope"] == "repository:team/app:pull,push"
+    # Bob asked for push too: he gets what he may have (pull), not an error.
+    partial = token(token_registry, "repository:team/app:pull,push", user="bob")
+    with bearer(token_registry, partial) as bob:
+        assert bob.get(f"/v2/team/app/manifests/{digest}").status_code == 200
+        assert bob.post("/v2/team/app/blobs/uploads/").status_code == 401
+
+
+def test_token_for_one_repository_does_not_open_another(token_registry: RegistryProcess) -> None:
+    value = token(token_registry, "repository:a/b:pull,push", user="alice")
+    with bearer(token_registry, value) as client:
+        assert client.get("/v2/a/b/tags/list").status_code in (200, 404)
+        assert_error(client.get("/v2/a/b-c/tags/list"), 401, "UNAUTHORIZED")
+        assert_error(client.get("/v2/a/tags/list"), 401, "UNAUTHORIZED")
+
+
+def test_anonymous_tokens_get_only_public_pulls(token_registry: RegistryProcess) -> None:
+    with bearer(
+        token_registry, token(token_registry, "repository:public/x:pull,push", user="alice")
+    ) as a:
+        push_image(a, "public/x", "v1")
+    anonymous = token(token_registry, "repository:public/x:pull,push", "repository:team/app:pull")
+    with bearer(token_registry, anonymous) as client:
+        assert client.get("/v2/public/x/manifests/v1").status_code == 200
+        assert client.post("/v2/public/x/blobs/uploads/").status_code == 401
+        assert client.get("/v2/team/app/tags/list").status_code == 401
+
+
+def test_catalog_needs_catalog_scope(token_registry: RegistryProcess) -> None:
+    without = token(token_registry, "repository:team/app:pull", user="alice")
+    with bearer(token_registry, without) as client:
+        assert_error(client.get("/v2/_catalog"), 401, "UNAUTHORIZED")
+    with bearer(token_registry, token(token_registry, "registry:catalog:*", user="alice")) as c:
+        assert c.get("/v2/_catalog").status_code == 200
+    anonymous = token(token_registry, "registry:catalog:*")
+    with bearer(token_registry, anonymous) as client:
+        assert client.get("/v2/_catalog").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not-a-jwt", "a.b.c", "eyJhbGciOiJub25lIn0.eyJpc3MiOiJjYXJnb2JheS10ZXN0In0."],
+)
+def test_garbage_tokens_are_refused(token_registry: RegistryProcess, value: str) -> None:
+    with bearer(token_registry, value) as client:
+        assert_error(client.get("/v2/"), 401, "UNAUTHORIZED")
+
+
+def test_token_endpoint_refuses_bad_credentials_and_services(
+    token_registry: RegistryProcess,
+) -> None:
+    r = httpx.get(f"{token_registry.url}/auth/token", auth=("alice", "wrong"))
+    assert_error(r, 401, "UNAUTHORIZED")
+    r = httpx.get(f"{token_registry.url}/auth/token", params={"service": "elsewhere"})
+    assert r.status_code == 400
+
+
+def test_oauth2_password_grant_and_jwks(token_registry: RegistryProcess) -> None:
+    r = httpx.post(
+        f"{token_registry.url}/auth/token",
+        data={
+            "grant_type": "password",
+            "username": "alice",
+            "password": USERS["alice"],
+            "service": "test-registry",
+            "scope": "repository:team/app:pull",
+            "client_id": "test",
+        },
+    )
+    assert r.status_code == 200, r.text
+    with bearer(token_registry, r.json()["access_token"]) as client:
+        assert client.get("/v2/").status_code == 200
+    keys = httpx.get(f"{token_registry.url}/auth/jwks").json()["keys"]
+    assert keys[0]["kty"] == "EC" and keys[0]["alg"] == "ES256" and keys[0]["kid"]
