@@ -17,6 +17,7 @@ from cargobay.api.routes import add_routes
 from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
+from cargobay.auth.robots import RobotTokens
 from cargobay.auth.tokens import TokenSigner, TokenVerifier
 from cargobay.config import Config
 from cargobay.metadata.base import MetadataStore
@@ -47,7 +48,7 @@ async def _add_api_version(request: web.Request, response: web.StreamResponse) -
     response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
 
 
-def build_guard(config: Config) -> Guard | None:
+def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard | None:
     """None when authentication is off (no htpasswd file configured)."""
     if config.auth.htpasswd is None:
         return None
@@ -65,13 +66,14 @@ def build_guard(config: Config) -> Guard | None:
         AccessPolicy(rules or DEFAULT_RULES),
         config.auth.realm,
         tokens=tokens,
+        robots=RobotTokens(metadata) if metadata is not None else None,
     )
 
 
 def create_app(config: Config, registry: Registry | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1 << 20)
     app[REGISTRY_KEY] = registry or build_registry(config)
-    app[GUARD_KEY] = build_guard(config)
+    app[GUARD_KEY] = build_guard(config, app[REGISTRY_KEY].metadata)
     app.on_response_prepare.append(_add_api_version)
     app.cleanup_ctx.append(_lifecycle)
     add_routes(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import logging
 import ssl
@@ -12,7 +13,8 @@ from pathlib import Path
 from cargobay import __version__
 from cargobay.app import build_metadata_store
 from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
-from cargobay.config import ConfigError, load_config
+from cargobay.auth.robots import new_token
+from cargobay.config import Config, ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +37,17 @@ def main(argv: list[str] | None = None) -> None:
     _config_arguments(users)
     users.add_argument("--htpasswd", help="the htpasswd file (default: auth.htpasswd)")
 
+    tokens = commands.add_parser("token", help="manage robot-account API tokens")
+    tokens.add_argument("action", choices=["create", "list", "revoke"])
+    tokens.add_argument("name", nargs="?", help="create: the robot's name; revoke: the token id")
+    tokens.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help="REPOSITORY-GLOB:ACTIONS the token grants, e.g. 'team/*:pull,push' (repeatable)",
+    )
+    _config_arguments(tokens)
+
     args = parser.parse_args(argv)
     try:
         config = load_config(
@@ -52,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
-    if args.command == "user":
+    if args.command == "token":
+        asyncio.run(manage_tokens(config, args.action, args.name, args.scope))
+    elif args.command == "user":
         manage_users(args.action, args.name, args.htpasswd or config.auth.htpasswd)
     elif args.command == "migrate":
         build_metadata_store(config).migrate()
@@ -66,6 +81,36 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"cargobay: {exc}")
         except OSError as exc:
             sys.exit(f"cargobay: cannot start: {exc}")
+
+
+async def manage_tokens(config: Config, action: str, name: str | None, scopes: list[str]) -> None:
+    metadata = build_metadata_store(config)
+    metadata.migrate()
+    try:
+        if action == "list":
+            for record in await metadata.list_api_tokens():
+                state = "revoked" if record.revoked_at else "active"
+                granted = " ".join(f"{p}:{','.join(a)}" for p, a in record.scopes)
+                print(f"{record.id}  {record.name}  {state}  {granted}")
+        elif action == "revoke":
+            if not name or not await metadata.revoke_api_token(name):
+                sys.exit(f"cargobay: no active token {name!r}")
+            print(f"revoked {name}")
+        else:
+            if not name or not scopes:
+                sys.exit("cargobay: token create NAME --scope 'REPOSITORY-GLOB:ACTIONS' ...")
+            parsed = []
+            for text in scopes:
+                pattern, sep, actions = text.rpartition(":")
+                wanted = tuple(a for a in actions.split(",") if a)
+                if not sep or not pattern or not set(wanted) <= {"pull", "push", "delete", "*"}:
+                    sys.exit(f"cargobay: bad scope {text!r}: expected e.g. 'team/*:pull,push'")
+                parsed.append((pattern, wanted))
+            token, record = new_token(name, tuple(parsed))
+            await metadata.create_api_token(record)
+            print(token)  # shown once: only its hash is stored
+    finally:
+        await metadata.close()
 
 
 def manage_users(action: str, name: str | None, path: str | None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +185,40 @@ def test_failed_logins_are_rate_limited(
         assert 0 < int(r.headers["Retry-After"]) <= 60
     with httpx.Client(base_url=server.url, auth=("bob", USERS["bob"])) as bob:
         assert_error(bob.get("/v2/"), 429, "TOOMANYREQUESTS")  # the user is blocked too
+
+
+def test_robot_tokens_work_as_passwords_until_revoked(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    data = tmp_path / "robot-data"
+
+    def cargobay(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "cargobay", "token", *args, "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return result.stdout.strip()
+
+    token = cargobay("create", "ci-bot", "--scope", "team/*:pull,push")
+    assert token.startswith("cbt_")
+    server = start_registry(
+        data_dir=data, config={"auth": {"htpasswd": write_htpasswd(tmp_path / "htpasswd")}}
+    )
+    with httpx.Client(base_url=server.url, auth=("anything", token)) as robot:
+        assert robot.get("/v2/").status_code == 200
+        push_image(robot, "team/app", "v1")
+        assert_error(robot.post("/v2/other/app/blobs/uploads/"), 403, "DENIED")
+        assert_error(robot.delete("/v2/team/app/manifests/v1"), 403, "DENIED")
+        assert_error(robot.get("/v2/_catalog"), 403, "DENIED")
+        token_id = token.removeprefix("cbt_").split("_")[0]
+        listed = cargobay("list")
+        assert token_id in listed and "ci-bot" in listed and "team/*:pull,push" in listed
+        assert token.split("_", 2)[2] not in listed  # the secret is never shown again
+        cargobay("revoke", token_id)
+        assert_error(robot.get("/v2/team/app/manifests/v1"), 401, "UNAUTHORIZED")
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with httpx.Client(base_url=server.url, auth=("x", tampered)) as forged:
+        assert_error(forged.get("/v2/"), 401, "UNAUTHORIZED")

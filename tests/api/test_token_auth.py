@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -172,3 +175,21 @@ def test_oauth2_password_grant_and_jwks(token_registry: RegistryProcess) -> None
         assert client.get("/v2/").status_code == 200
     keys = httpx.get(f"{token_registry.url}/auth/jwks").json()["keys"]
     assert keys[0]["kty"] == "EC" and keys[0]["alg"] == "ES256" and keys[0]["kid"]
+
+
+def test_robot_token_at_the_token_endpoint(token_registry: RegistryProcess) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cargobay", "token", "create", "bot", "--scope", "bots/*:pull",
+         "--data-dir", str(token_registry.data_dir)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    robot = result.stdout.strip()
+    r = httpx.get(
+        f"{token_registry.url}/auth/token",
+        params=[("service", "test-registry"), ("scope", "repository:bots/x:pull,push")],
+        auth=("bot", robot),
+    )
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    assert claims["sub"] == "robot:bot"
+    assert claims["access"] == [{"type": "repository", "name": "bots/x", "actions": ["pull"]}]

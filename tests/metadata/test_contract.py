@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from cargobay.metadata.base import (
+    ApiTokenRecord,
     ManifestRecord,
     MetadataStore,
     MissingReferences,
@@ -210,3 +211,24 @@ async def test_upload_lock_is_exclusive_and_released(meta: MetadataStore) -> Non
     async with meta.lock_upload("u-lock"):
         pass  # released on error too
     await meta.delete_upload("u-lock")
+
+
+async def test_api_tokens(meta: MetadataStore) -> None:
+    record = ApiTokenRecord(
+        id="t1", name="ci", secret_hash=b"\x01" * 32, scopes=(("team/*", ("pull", "push")),)
+    )
+    await meta.create_api_token(record)
+    stored = await meta.get_api_token("t1")
+    assert stored is not None
+    assert (stored.name, stored.secret_hash, stored.scopes) == (
+        "ci",
+        b"\x01" * 32,
+        (("team/*", ("pull", "push")),),
+    )
+    assert stored.revoked_at is None and stored.created_at > 0
+    assert [t.id for t in await meta.list_api_tokens()] == ["t1"]
+    assert await meta.revoke_api_token("t1") is True
+    assert await meta.revoke_api_token("t1") is False
+    revoked = await meta.get_api_token("t1")
+    assert revoked is not None and revoked.revoked_at is not None
+    assert await meta.get_api_token("nope") is None

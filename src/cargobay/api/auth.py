@@ -11,7 +11,7 @@ from aiohttp import web
 
 from cargobay.api.common import GUARD_KEY, IDENTITY_KEY
 from cargobay.api.errors import Handler
-from cargobay.auth.guard import BASE, CATALOG, Guard
+from cargobay.auth.guard import ANONYMOUS, BASE, CATALOG, Guard
 from cargobay.auth.scope import parse_scopes
 from cargobay.errors import Unauthorized, Unsupported
 
@@ -71,23 +71,23 @@ async def issue_token(request: web.Request) -> web.StreamResponse:
         if form.get("grant_type") != "password":
             raise Unsupported("only grant_type=password is supported")
         credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
-        user = await guard.basic_user(base64.b64encode(credentials).decode(), client)
+        who = await guard.basic_identity(base64.b64encode(credentials).decode(), client)
         service = str(form.get("service", ""))
         scopes = parse_scopes([str(s) for s in form.getall("scope", [])])
     else:
-        user = None
+        who = ANONYMOUS
         authorization = request.headers.get("Authorization")
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() != "basic":
                 raise Unauthorized("the token endpoint takes basic credentials")
-            user = await guard.basic_user(value, client)
+            who = await guard.basic_identity(value, client)
         service = request.query.get("service", "")
         scopes = parse_scopes(request.query.getall("scope", []))
     if service and service != guard.tokens.service:
         raise Unsupported(f"unknown service {service!r}")
-    granted = guard.grant(user, scopes)
-    token, lifetime, issued = guard.tokens.signer.issue(user, guard.tokens.service, granted)
+    granted = guard.grant(who, scopes)
+    token, lifetime, issued = guard.tokens.signer.issue(who.user, guard.tokens.service, granted)
     issued_at = datetime.datetime.fromtimestamp(issued, datetime.UTC)
     body = {
         "token": token,

@@ -14,8 +14,10 @@ import math
 from dataclasses import dataclass
 
 from cargobay.auth.htpasswd import Htpasswd
-from cargobay.auth.policy import AccessPolicy
+from cargobay.auth.policy import AccessPolicy, Rule
 from cargobay.auth.ratelimit import FailedLogins
+from cargobay.auth.robots import PREFIX as ROBOT_TOKEN_PREFIX
+from cargobay.auth.robots import ROBOT_PREFIX, RobotTokens, rules_of
 from cargobay.auth.scope import REPOSITORY_ACTIONS, Scope
 from cargobay.auth.tokens import TokenClaims, TokenInvalid, TokenSigner, TokenVerifier
 from cargobay.errors import Denied, TooManyRequests, Unauthorized
@@ -28,8 +30,9 @@ CATALOG = ("registry", "catalog", "*")
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    user: str | None  # None: anonymous
+    user: str | None  # None: anonymous; robot accounts are "robot:<name>"
     token: TokenClaims | None = None  # set when the request carried a bearer token
+    rules: tuple[Rule, ...] | None = None  # a robot's own scopes, instead of the policy
 
 
 ANONYMOUS = Identity(None)
@@ -51,12 +54,14 @@ class Guard:
         realm: str,
         failed_logins: FailedLogins | None = None,
         tokens: TokenService | None = None,
+        robots: RobotTokens | None = None,
     ) -> None:
         self.users = users
         self.policy = policy
         self.realm = realm
         self.failed_logins = failed_logins or FailedLogins()
         self.tokens = tokens
+        self.robots = robots
 
     def challenge(self, need: tuple[str, str, str] = BASE, base_url: str = "") -> dict[str, str]:
         if self.tokens is None:
@@ -91,9 +96,9 @@ class Guard:
                 f"unsupported authorization scheme {scheme!r}",
                 headers=self.challenge(base_url=base_url),
             )
-        return Identity(await self.basic_user(value, client, base_url))
+        return await self.basic_identity(value, client, base_url)
 
-    async def basic_user(self, value: str, client: str, base_url: str = "") -> str | None:
+    async def basic_identity(self, value: str, client: str, base_url: str = "") -> Identity:
         try:
             user, sep, password = (
                 base64.b64decode(value.strip(), validate=True).decode().partition(":")
@@ -105,7 +110,7 @@ class Guard:
         if sep and not user and not password:
             # containers/image answers a Basic challenge with empty credentials when it has
             # none (`Basic Og==`): that is an anonymous request, not a failed login.
-            return None
+            return ANONYMOUS
         keys = (f"client:{client}", f"user:{user}")
         wait = self.failed_logins.retry_after(*keys)
         if wait is not None:
@@ -113,12 +118,16 @@ class Guard:
                 "too many failed logins; try again later",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-        if not sep or not await self.users.verify(user, password):
-            self.failed_logins.record(*keys)
-            raise Unauthorized(
-                "invalid username or password", headers=self.challenge(base_url=base_url)
-            )
-        return user
+        if sep and self.robots is not None and password.startswith(ROBOT_TOKEN_PREFIX):
+            robot = await self.robots.verify(password)
+            if robot is not None:
+                return Identity(ROBOT_PREFIX + robot.name, rules=rules_of(robot))
+        elif sep and await self.users.verify(user, password):
+            return Identity(user)
+        self.failed_logins.record(*keys)
+        raise Unauthorized(
+            "invalid username or password", headers=self.challenge(base_url=base_url)
+        )
 
     def may(self, identity: Identity, kind: str, name: str, action: str) -> bool:
         if kind == "base":
@@ -126,7 +135,9 @@ class Guard:
         if identity.token is not None:
             return identity.token.allows(kind, name, action)
         if kind == "registry":
-            return identity.user is not None
+            return identity.user is not None and identity.rules is None
+        if identity.rules is not None:
+            return AccessPolicy(identity.rules).allows(identity.user, name, action)
         return self.policy.allows(identity.user, name, action)
 
     def require(self, identity: Identity, need: tuple[str, str, str], base_url: str = "") -> None:
@@ -141,7 +152,7 @@ class Guard:
             detail={"type": kind, "name": name, "action": action},
         )
 
-    def grant(self, user: str | None, requested: list[Scope]) -> list[Scope]:
+    def grant(self, identity: Identity, requested: list[Scope]) -> list[Scope]:
         """The token server's answer: of each requested scope, the actions the policy allows
         (never an error for less than was asked)."""
         granted = []
@@ -149,9 +160,13 @@ class Guard:
             if scope.type == "repository":
                 wanted = REPOSITORY_ACTIONS if "*" in scope.actions else scope.actions
                 actions = tuple(
-                    a for a in dict.fromkeys(wanted) if self.policy.allows(user, scope.name, a)
+                    a
+                    for a in dict.fromkeys(wanted)
+                    if self.may(identity, "repository", scope.name, a)
                 )
-            elif (scope.type, scope.name) == ("registry", "catalog") and user is not None:
+            elif (scope.type, scope.name) == ("registry", "catalog") and self.may(
+                identity, "registry", "catalog", "*"
+            ):
                 actions = tuple(a for a in scope.actions if a == "*")
             else:
                 actions = ()

@@ -55,6 +55,19 @@ class UploadRecord:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ApiTokenRecord:
+    """A long-lived, revocable token (robot account). Only a hash of its secret is stored."""
+
+    id: str
+    name: str
+    secret_hash: bytes
+    # (repository glob, actions) pairs the token grants, e.g. ("team/*", ("pull",)).
+    scopes: tuple[tuple[str, tuple[str, ...]], ...]
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+
 class UploadLocked(Exception):
     """Another request holds the upload session."""
 
@@ -171,3 +184,17 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def list_uploads_older_than(self, timestamp: float) -> list[UploadRecord]: ...
+
+    # -- API tokens (robot accounts) ---------------------------------------------------------
+    @abstractmethod
+    async def create_api_token(self, token: ApiTokenRecord) -> None: ...
+
+    @abstractmethod
+    async def get_api_token(self, token_id: str) -> ApiTokenRecord | None: ...
+
+    @abstractmethod
+    async def list_api_tokens(self) -> list[ApiTokenRecord]: ...
+
+    @abstractmethod
+    async def revoke_api_token(self, token_id: str) -> bool:
+        """Mark the token revoked (kept for the record); False if unknown or already revoked."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cargobay.metadata.base import (
+    ApiTokenRecord,
     ManifestRecord,
     MetadataStore,
     MissingReferences,
@@ -439,6 +440,57 @@ class SQLiteMetadataStore(MetadataStore):
             (timestamp,),
         )
         return [UploadRecord(*row) for row in rows]
+
+    # -- API tokens ------------------------------------------------------------------------------
+    async def create_api_token(self, token: ApiTokenRecord) -> None:
+        created = token.created_at or time.time()
+        scopes = json.dumps([[pattern, list(actions)] for pattern, actions in token.scopes])
+
+        def txn(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, NULL)",
+                (token.id, token.name, token.secret_hash, scopes, created),
+            )
+
+        await self._transaction(txn)
+
+    async def get_api_token(self, token_id: str) -> ApiTokenRecord | None:
+        row = self._db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+        ).fetchone()
+        return None if row is None else _api_token(row)
+
+    async def list_api_tokens(self) -> list[ApiTokenRecord]:
+        rows = self._db.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at")
+        return [_api_token(row) for row in rows]
+
+    async def revoke_api_token(self, token_id: str) -> bool:
+        def txn(db: sqlite3.Connection) -> bool:
+            return (
+                db.execute(
+                    "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (time.time(), token_id),
+                ).rowcount
+                > 0
+            )
+
+        return await self._transaction(txn)
+
+
+_TOKEN_COLUMNS = "id, name, secret_hash, scopes, created_at, revoked_at"
+
+
+def _api_token(row: tuple[object, ...]) -> ApiTokenRecord:
+    token_id, name, secret_hash, scopes, created_at, revoked_at = row
+    return ApiTokenRecord(
+        id=str(token_id),
+        name=str(name),
+        secret_hash=bytes(secret_hash),  # type: ignore[call-overload]
+        scopes=tuple((str(p), tuple(a)) for p, a in json.loads(str(scopes))),
+        created_at=float(created_at),  # type: ignore[arg-type]
+        revoked_at=None if revoked_at is None else float(revoked_at),  # type: ignore[arg-type]
+    )
 
 
 def _manifest(row: tuple[object, ...]) -> ManifestRecord:

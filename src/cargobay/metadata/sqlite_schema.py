@@ -65,4 +65,14 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID""",
         "CREATE INDEX uploads_by_age ON uploads (updated_at)",
     ],
+    [
+        """CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash BLOB NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        ) WITHOUT ROWID""",
+    ],
 ]
