@@ -84,3 +84,12 @@ def test_auth_and_tls_errors(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ={})
+
+
+def test_unknown_group_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "auth: {access: [{users: ['group:ghosts'], repositories: [a], actions: [pull]}]}"
+    )
+    with pytest.raises(ConfigError, match="unknown group"):
+        load_config(path, environ={})

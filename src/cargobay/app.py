@@ -52,9 +52,17 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
     """None when authentication is off (no htpasswd file configured)."""
     if config.auth.htpasswd is None:
         return None
+    members = {g.name: g.users for g in config.auth.groups}
+
+    def users(names: list[str]) -> tuple[str, ...]:
+        expanded = [m for n in names for m in (members[n[6:]] if n.startswith("group:") else [n])]
+        return tuple(expanded)
+
     rules = tuple(
-        Rule(tuple(r.users), tuple(r.repositories), tuple(r.actions)) for r in config.auth.access
+        Rule(users(r.users), tuple(r.repositories), tuple(r.actions)) for r in config.auth.access
     )
+    if config.auth.admins:
+        rules = (*(rules or DEFAULT_RULES), Rule(tuple(config.auth.admins), ("*",), ("*",)))
     token = config.auth.token
     tokens = None
     if token.issuer and token.signing_key:

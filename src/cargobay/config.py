@@ -83,12 +83,22 @@ class TokenConfig:
 
 
 @dataclass
+class GroupConfig:
+    name: str = ""
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass
 class AuthConfig:
     # An Apache htpasswd file with bcrypt entries: enables HTTP basic authentication.
     htpasswd: str | None = None
     realm: str = "cargobay"
     # Who may do what; empty: every signed-in user may do everything, anonymous users nothing.
+    # A rule's users may name groups as "group:NAME".
     access: list[AccessRuleConfig] = field(default_factory=list)
+    groups: list[GroupConfig] = field(default_factory=list)
+    # Users who may do everything everywhere.
+    admins: list[str] = field(default_factory=list)
     token: TokenConfig = field(default_factory=TokenConfig)
 
 
@@ -162,7 +172,11 @@ def load_config(
         raise ConfigError("auth.token needs both issuer and signing_key")
     if token.issuer and not config.auth.htpasswd:
         raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
+    groups = {g.name for g in config.auth.groups}
     for rule in config.auth.access:
+        for who in rule.users:
+            if who.startswith("group:") and who[6:] not in groups:
+                raise ConfigError(f"auth.access names unknown group {who[6:]!r}")
         unknown = set(rule.actions) - {"pull", "push", "delete", "*"}
         if unknown:
             raise ConfigError(f"unknown action {sorted(unknown)[0]!r} in auth.access")

@@ -222,3 +222,31 @@ def test_robot_tokens_work_as_passwords_until_revoked(
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     with httpx.Client(base_url=server.url, auth=("x", tampered)) as forged:
         assert_error(forged.get("/v2/"), 401, "UNAUTHORIZED")
+
+
+def test_groups_and_admins(tmp_path: Path, start_registry: Callable[..., RegistryProcess]) -> None:
+    server = start_registry(
+        config={
+            "auth": {
+                "htpasswd": write_htpasswd(tmp_path / "htpasswd"),
+                "groups": [{"name": "devs", "users": ["bob"]}],
+                "admins": ["alice"],
+                "access": [
+                    {
+                        "users": ["group:devs"],
+                        "repositories": ["dev/*"],
+                        "actions": ["pull", "push"],
+                    }
+                ],
+            }
+        }
+    )
+    with (
+        httpx.Client(base_url=server.url, auth=("bob", USERS["bob"])) as bob,
+        httpx.Client(base_url=server.url, auth=("alice", USERS["alice"])) as alice,
+    ):
+        push_image(bob, "dev/tool", "v1")  # bob pushes through his group
+        assert_error(bob.post("/v2/prod/tool/blobs/uploads/"), 403, "DENIED")
+        assert_error(bob.delete("/v2/dev/tool/manifests/v1"), 403, "DENIED")
+        push_image(alice, "prod/tool", "v1")  # alice is an admin: anything, anywhere
+        assert alice.delete("/v2/dev/tool/manifests/v1").status_code == 202
