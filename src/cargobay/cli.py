@@ -91,7 +91,7 @@ async def manage_tokens(config: Config, action: str, name: str | None, scopes: l
             for record in await metadata.list_api_tokens():
                 state = "revoked" if record.revoked_at else "active"
                 granted = " ".join(f"{p}:{','.join(a)}" for p, a in record.scopes)
-                print(f"{record.id}  {record.name}  {state}  {granted}")
+                print(f"{record.id}  {record.kind}  {record.name}  {state}  {granted}".rstrip())
         elif action == "revoke":
             if not name or not await metadata.revoke_api_token(name):
                 sys.exit(f"cargobay: no active token {name!r}")

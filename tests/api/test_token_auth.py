@@ -193,3 +193,42 @@ def test_robot_token_at_the_token_endpoint(token_registry: RegistryProcess) -> N
     claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
     assert claims["sub"] == "robot:bot"
     assert claims["access"] == [{"type": "repository", "name": "bots/x", "actions": ["pull"]}]
+
+
+def test_refresh_tokens_until_revoked(token_registry: RegistryProcess) -> None:
+    r = httpx.get(
+        f"{token_registry.url}/auth/token",
+        params={"service": "test-registry", "offline_token": "true", "client_id": "test"},
+        auth=("alice", USERS["alice"]),
+    )
+    assert r.status_code == 200, r.text
+    refresh = r.json()["refresh_token"]
+    assert refresh.startswith("cbr_")
+
+    def refreshed() -> httpx.Response:
+        return httpx.post(
+            f"{token_registry.url}/auth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refresh,
+                "service": "test-registry",
+                "scope": "repository:team/app:pull,push",
+                "client_id": "test",
+            },
+        )
+
+    r = refreshed()
+    assert r.status_code == 200, r.text
+    with bearer(token_registry, r.json()["access_token"]) as alice:
+        push_image(alice, "team/app", "refreshed")
+    token_id = refresh.removeprefix("cbr_").split("_")[0]
+    subprocess.run(
+        [sys.executable, "-m", "cargobay", "token", "revoke", token_id,
+         "--data-dir", str(token_registry.data_dir)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert_error(refreshed(), 401, "UNAUTHORIZED")  # a replayed refresh token after revocation
+    anonymous = httpx.get(
+        f"{token_registry.url}/auth/token", params={"offline_token": "true"}
+    ).json()
+    assert "refresh_token" not in anonymous

@@ -225,8 +225,13 @@ async def test_api_tokens(meta: MetadataStore) -> None:
         b"\x01" * 32,
         (("team/*", ("pull", "push")),),
     )
-    assert stored.revoked_at is None and stored.created_at > 0
-    assert [t.id for t in await meta.list_api_tokens()] == ["t1"]
+    assert stored.revoked_at is None and stored.created_at > 0 and stored.kind == "robot"
+    refresh = ApiTokenRecord(
+        id="r1", name="alice", secret_hash=b"\x02" * 32, scopes=(), kind="refresh"
+    )
+    await meta.create_api_token(refresh)
+    assert (await meta.get_api_token("r1")).kind == "refresh"  # type: ignore[union-attr]
+    assert [t.id for t in await meta.list_api_tokens()] == ["t1", "r1"]
     assert await meta.revoke_api_token("t1") is True
     assert await meta.revoke_api_token("t1") is False
     revoked = await meta.get_api_token("t1")

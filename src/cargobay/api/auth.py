@@ -11,7 +11,8 @@ from aiohttp import web
 
 from cargobay.api.common import GUARD_KEY, IDENTITY_KEY
 from cargobay.api.errors import Handler
-from cargobay.auth.guard import ANONYMOUS, BASE, CATALOG, Guard
+from cargobay.auth.guard import ANONYMOUS, BASE, CATALOG, Guard, Identity
+from cargobay.auth.robots import new_token
 from cargobay.auth.scope import parse_scopes
 from cargobay.errors import Unauthorized, Unsupported
 
@@ -61,17 +62,23 @@ def _token_guard(request: web.Request) -> Guard:
 
 
 async def issue_token(request: web.Request) -> web.StreamResponse:
-    """GET /auth/token (basic credentials or anonymous) and POST /auth/token (OAuth2 password
-    grant), as Docker's token authentication specification describes."""
+    """GET /auth/token (basic credentials or anonymous; `offline_token=true` adds a refresh
+    token) and POST /auth/token (OAuth2 `password` and `refresh_token` grants), as Docker's
+    token authentication specification describes."""
     guard = _token_guard(request)
     assert guard.tokens is not None
     client = request.remote or ""
     if request.method == "POST":
         form = await request.post()
-        if form.get("grant_type") != "password":
-            raise Unsupported("only grant_type=password is supported")
-        credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
-        who = await guard.basic_identity(base64.b64encode(credentials).decode(), client)
+        grant_type = form.get("grant_type")
+        if grant_type == "password":
+            credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
+            who = await guard.basic_identity(base64.b64encode(credentials).decode(), client)
+        elif grant_type == "refresh_token":
+            who = await _refreshed_identity(guard, str(form.get("refresh_token", "")))
+        else:
+            raise Unsupported("grant_type must be password or refresh_token")
+        offline = grant_type == "password" and form.get("access_type") == "offline"
         service = str(form.get("service", ""))
         scopes = parse_scopes([str(s) for s in form.getall("scope", [])])
     else:
@@ -82,6 +89,7 @@ async def issue_token(request: web.Request) -> web.StreamResponse:
             if scheme.lower() != "basic":
                 raise Unauthorized("the token endpoint takes basic credentials")
             who = await guard.basic_identity(value, client)
+        offline = request.query.get("offline_token", "").lower() == "true"
         service = request.query.get("service", "")
         scopes = parse_scopes(request.query.getall("scope", []))
     if service and service != guard.tokens.service:
@@ -95,7 +103,19 @@ async def issue_token(request: web.Request) -> web.StreamResponse:
         "expires_in": lifetime,
         "issued_at": issued_at.isoformat().replace("+00:00", "Z"),
     }
+    if offline and who.user is not None and who.rules is None and guard.robots is not None:
+        # Refresh tokens are for people; a robot's token already is long-lived.
+        refresh, record = new_token(who.user, (), kind="refresh")
+        await guard.robots.metadata.create_api_token(record)
+        body["refresh_token"] = refresh
     return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+
+async def _refreshed_identity(guard: Guard, presented: str) -> Identity:
+    record = await guard.robots.verify(presented, kind="refresh") if guard.robots else None
+    if record is None or not guard.users.has_user(record.name):
+        raise Unauthorized("invalid or revoked refresh token")
+    return Identity(record.name)
 
 
 async def jwks(request: web.Request) -> web.StreamResponse:

@@ -73,6 +73,10 @@ class Htpasswd:
         except (OSError, HtpasswdError) as exc:
             log.error("keeping the previous users: cannot reload %s: %s", self.path, exc)
 
+    def has_user(self, user: str) -> bool:
+        self._reload_if_changed()
+        return user in self._users
+
     async def verify(self, user: str, password: str) -> bool:
         self._reload_if_changed()
         hashed = self._users.get(user)

@@ -16,11 +16,13 @@ from cargobay.auth.policy import Rule
 from cargobay.metadata.base import ApiTokenRecord, MetadataStore
 
 PREFIX = "cbt_"
+REFRESH_PREFIX = "cbr_"
 ROBOT_PREFIX = "robot:"
+_PREFIXES = {"robot": PREFIX, "refresh": REFRESH_PREFIX}
 
 
 def new_token(
-    name: str, scopes: tuple[tuple[str, tuple[str, ...]], ...]
+    name: str, scopes: tuple[tuple[str, tuple[str, ...]], ...], kind: str = "robot"
 ) -> tuple[str, ApiTokenRecord]:
     """The token to hand out once, and the record to store."""
     token_id = secrets.token_hex(8)
@@ -31,8 +33,9 @@ def new_token(
         secret_hash=hashlib.sha256(secret.encode()).digest(),
         scopes=scopes,
         created_at=time.time(),
+        kind=kind,
     )
-    return f"{PREFIX}{token_id}_{secret}", record
+    return f"{_PREFIXES[kind]}{token_id}_{secret}", record
 
 
 def rules_of(record: ApiTokenRecord) -> tuple[Rule, ...]:
@@ -44,15 +47,16 @@ class RobotTokens:
     def __init__(self, metadata: MetadataStore) -> None:
         self.metadata = metadata
 
-    async def verify(self, presented: str) -> ApiTokenRecord | None:
-        """The token's record if `presented` is a valid, unrevoked robot token."""
-        if not presented.startswith(PREFIX):
+    async def verify(self, presented: str, kind: str = "robot") -> ApiTokenRecord | None:
+        """The token's record if `presented` is a valid, unrevoked token of `kind`."""
+        prefix = _PREFIXES[kind]
+        if not presented.startswith(prefix):
             return None
-        token_id, sep, secret = presented[len(PREFIX) :].partition("_")
+        token_id, sep, secret = presented[len(prefix) :].partition("_")
         if not sep:
             return None
         record = await self.metadata.get_api_token(token_id)
         digest = hashlib.sha256(secret.encode()).digest()
-        if record is None or record.revoked_at is not None:
+        if record is None or record.revoked_at is not None or record.kind != kind:
             return None
         return record if hmac.compare_digest(digest, record.secret_hash) else None

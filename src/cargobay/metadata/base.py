@@ -66,6 +66,7 @@ class ApiTokenRecord:
     scopes: tuple[tuple[str, tuple[str, ...]], ...]
     created_at: float = 0.0
     revoked_at: float | None = None
+    kind: str = "robot"  # or "refresh": a token server refresh token for user `name`
 
 
 class UploadLocked(Exception):

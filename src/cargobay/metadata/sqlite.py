@@ -448,9 +448,9 @@ class SQLiteMetadataStore(MetadataStore):
 
         def txn(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, NULL)",
-                (token.id, token.name, token.secret_hash, scopes, created),
+                "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at, revoked_at,"
+                " kind) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (token.id, token.name, token.secret_hash, scopes, created, token.kind),
             )
 
         await self._transaction(txn)
@@ -478,11 +478,11 @@ class SQLiteMetadataStore(MetadataStore):
         return await self._transaction(txn)
 
 
-_TOKEN_COLUMNS = "id, name, secret_hash, scopes, created_at, revoked_at"
+_TOKEN_COLUMNS = "id, name, secret_hash, scopes, created_at, revoked_at, kind"
 
 
 def _api_token(row: tuple[object, ...]) -> ApiTokenRecord:
-    token_id, name, secret_hash, scopes, created_at, revoked_at = row
+    token_id, name, secret_hash, scopes, created_at, revoked_at, kind = row
     return ApiTokenRecord(
         id=str(token_id),
         name=str(name),
@@ -490,6 +490,7 @@ def _api_token(row: tuple[object, ...]) -> ApiTokenRecord:
         scopes=tuple((str(p), tuple(a)) for p, a in json.loads(str(scopes))),
         created_at=float(created_at),  # type: ignore[arg-type]
         revoked_at=None if revoked_at is None else float(revoked_at),  # type: ignore[arg-type]
+        kind=str(kind),
     )
 
 

@@ -75,4 +75,8 @@ MIGRATIONS: list[list[str]] = [
             revoked_at REAL
         ) WITHOUT ROWID""",
     ],
+    [
+        # Refresh tokens of the token server live beside robot tokens.
+        "ALTER TABLE api_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'robot'",
+    ],
 ]
