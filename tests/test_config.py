@@ -74,6 +74,10 @@ def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("tls: {certificate: a.crt}", "both certificate and key"),
+        ("auth: {htpasswd: h, token: {issuer: x}}", "signing_key or jwks"),
+        ("auth: {htpasswd: h, token: {signing_key: k}}", "signing_key or jwks"),
+        ("auth: {token: {issuer: x, signing_key: k}}", "needs auth.htpasswd"),
+        ("auth: {htpasswd: h, token: {issuer: x, jwks: j}}", "needs realm"),
         ("auth: {access: [{users: [a], repositories: [b], actions: [write]}]}", "unknown action"),
         ("auth: {access: nope}", "must be a list"),
         ("auth: {access: [nope]}", "must be a section"),

@@ -18,7 +18,7 @@ from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
 from cargobay.auth.robots import RobotTokens
-from cargobay.auth.tokens import TokenSigner, TokenVerifier
+from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_jwks
 from cargobay.config import Config
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
@@ -65,9 +65,15 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
         rules = (*(rules or DEFAULT_RULES), Rule(tuple(config.auth.admins), ("*",), ("*",)))
     token = config.auth.token
     tokens = None
-    if token.issuer and token.signing_key:
-        signer = TokenSigner(Path(token.signing_key), token.issuer, token.expiration_seconds)
-        verifier = TokenVerifier({signer.kid: signer.public_key}, token.issuer, token.service)
+    if token.issuer:
+        keys = {}
+        signer = None
+        if token.signing_key:
+            signer = TokenSigner(Path(token.signing_key), token.issuer, token.expiration_seconds)
+            keys[signer.kid] = signer.public_key
+        if token.jwks:
+            keys.update(load_jwks(Path(token.jwks)))
+        verifier = TokenVerifier(keys, token.issuer, token.service)
         tokens = TokenService(signer, verifier, token.service, token.realm)
     return Guard(
         Htpasswd(config.auth.htpasswd),

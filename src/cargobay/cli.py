@@ -14,6 +14,7 @@ from cargobay import __version__
 from cargobay.app import build_metadata_store
 from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.auth.robots import new_token
+from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             run_server(config)
-        except (HtpasswdError, ssl.SSLError) as exc:
+        except (HtpasswdError, TokenInvalid, ssl.SSLError, ValueError) as exc:
             sys.exit(f"cargobay: {exc}")
         except OSError as exc:
             sys.exit(f"cargobay: cannot start: {exc}")

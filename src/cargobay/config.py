@@ -80,6 +80,10 @@ class TokenConfig:
     # The token endpoint's public URL (default: this server's /auth/token).
     realm: str | None = None
     expiration_seconds: int = 300
+    # Also accept tokens signed by the keys in this JWKS file (an external token server with
+    # the same issuer and service; set realm to its URL). Without signing_key, the built-in
+    # token server is off.
+    jwks: str | None = None
 
 
 @dataclass
@@ -168,8 +172,10 @@ def load_config(
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls needs both certificate and key")
     token = config.auth.token
-    if bool(token.issuer) != bool(token.signing_key):
-        raise ConfigError("auth.token needs both issuer and signing_key")
+    if bool(token.issuer) != bool(token.signing_key or token.jwks):
+        raise ConfigError("auth.token needs an issuer and a signing_key or jwks")
+    if token.jwks and not token.signing_key and not token.realm:
+        raise ConfigError("auth.token.jwks without signing_key needs realm (the token server)")
     if token.issuer and not config.auth.htpasswd:
         raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
     groups = {g.name for g in config.auth.groups}
@@ -195,6 +201,7 @@ def _resolve_paths(config: Config, folder: Path) -> None:
     config.tls.key = resolve(config.tls.key)
     config.auth.htpasswd = resolve(config.auth.htpasswd)
     config.auth.token.signing_key = resolve(config.auth.token.signing_key)
+    config.auth.token.jwks = resolve(config.auth.token.jwks)
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -232,3 +234,48 @@ def test_refresh_tokens_until_revoked(token_registry: RegistryProcess) -> None:
         f"{token_registry.url}/auth/token", params={"offline_token": "true"}
     ).json()
     assert "refresh_token" not in anonymous
+
+
+def test_tokens_from_an_external_issuer(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    """Behind an existing auth server: verify its tokens with the keys of a JWKS file."""
+    issuer_key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(issuer_key.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "external-1"}]}))
+    (tmp_path / "htpasswd").write_text("")
+    server = start_registry(
+        config={
+            "auth": {
+                "htpasswd": str(tmp_path / "htpasswd"),
+                "token": {
+                    "issuer": "https://auth.example.invalid",
+                    "service": "registry.example.invalid",
+                    "realm": "https://auth.example.invalid/token",
+                    "jwks": str(tmp_path / "jwks.json"),
+                },
+            }
+        }
+    )
+
+    def external_token(
+        issuer: str = "https://auth.example.invalid", key: object = issuer_key
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": issuer, "sub": "someone", "aud": "registry.example.invalid",
+            "iat": now, "exp": now + 60,
+            "access": [{"type": "repository", "name": "ext/app", "actions": ["pull", "push"]}],
+        }  # fmt: skip
+        return jwt.encode(claims, key, "ES256", headers={"kid": "external-1"})  # type: ignore[arg-type]
+
+    r = httpx.get(f"{server.url}/v2/")
+    assert challenge(r)["realm"] == "https://auth.example.invalid/token"
+    with bearer(server, external_token()) as client:
+        push_image(client, "ext/app", "v1")
+    with bearer(server, external_token(issuer="https://evil.invalid")) as client:
+        assert_error(client.get("/v2/ext/app/manifests/v1"), 401, "UNAUTHORIZED")
+    impostor = ec.generate_private_key(ec.SECP256R1())
+    with bearer(server, external_token(key=impostor)) as client:
+        assert_error(client.get("/v2/ext/app/manifests/v1"), 401, "UNAUTHORIZED")
+    assert httpx.get(f"{server.url}/auth/token").status_code == 404  # no built-in server

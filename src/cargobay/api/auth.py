@@ -56,8 +56,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def _token_guard(request: web.Request) -> Guard:
     guard = request.app[GUARD_KEY]
-    if guard is None or guard.tokens is None:
-        raise Unsupported("token authentication is not enabled", status=404)
+    if guard is None or guard.tokens is None or guard.tokens.signer is None:
+        raise Unsupported("this registry runs no token server", status=404)
     return guard
 
 
@@ -66,7 +66,7 @@ async def issue_token(request: web.Request) -> web.StreamResponse:
     token) and POST /auth/token (OAuth2 `password` and `refresh_token` grants), as Docker's
     token authentication specification describes."""
     guard = _token_guard(request)
-    assert guard.tokens is not None
+    assert guard.tokens is not None and guard.tokens.signer is not None
     client = request.remote or ""
     if request.method == "POST":
         form = await request.post()
@@ -120,6 +120,6 @@ async def _refreshed_identity(guard: Guard, presented: str) -> Identity:
 
 async def jwks(request: web.Request) -> web.StreamResponse:
     guard = _token_guard(request)
-    assert guard.tokens is not None
+    assert guard.tokens is not None and guard.tokens.signer is not None
     body = json.dumps(guard.tokens.signer.jwks()).encode()
     return web.Response(body=body, content_type="application/json")

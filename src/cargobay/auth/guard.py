@@ -40,7 +40,7 @@ ANONYMOUS = Identity(None)
 
 @dataclass(frozen=True, slots=True)
 class TokenService:
-    signer: TokenSigner
+    signer: TokenSigner | None  # None: tokens come from an external token server only
     verifier: TokenVerifier
     service: str
     realm: str | None  # the token endpoint's public URL; None: this server's /auth/token

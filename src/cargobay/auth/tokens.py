@@ -93,6 +93,18 @@ class TokenSigner:
         return {"keys": [jwk]}
 
 
+def load_jwks(path: Path) -> dict[str, Any]:
+    """kid -> public key from a JWKS file (an external issuer's keys)."""
+    try:
+        keys = jwt.PyJWKSet.from_json(path.read_text())
+    except (OSError, jwt.PyJWTError, ValueError) as exc:
+        raise TokenInvalid(f"cannot load JWKS {path}: {exc}") from None
+    found = {str(k.key_id): k.key for k in keys.keys if k.key_id}
+    if not found:
+        raise TokenInvalid(f"JWKS {path} has no keys with a kid")
+    return found
+
+
 class TokenVerifier:
     def __init__(self, keys: Mapping[str, Any], issuer: str, audience: str) -> None:
         self.keys = dict(keys)  # kid -> public key
