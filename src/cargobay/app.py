@@ -72,7 +72,7 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
             signer = TokenSigner(Path(token.signing_key), token.issuer, token.expiration_seconds)
             keys[signer.kid] = signer.public_key
         if token.jwks:
-            keys.update(load_jwks(Path(token.jwks)))
+            keys.update(load_jwks(token.jwks))
         verifier = TokenVerifier(keys, token.issuer, token.service)
         tokens = TokenService(signer, verifier, token.service, token.realm)
     return Guard(

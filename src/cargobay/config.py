@@ -80,7 +80,7 @@ class TokenConfig:
     # The token endpoint's public URL (default: this server's /auth/token).
     realm: str | None = None
     expiration_seconds: int = 300
-    # Also accept tokens signed by the keys in this JWKS file (an external token server with
+    # Also accept tokens signed by the keys in this JWKS file or URL (an external token server with
     # the same issuer and service; set realm to its URL). Without signing_key, the built-in
     # token server is off.
     jwks: str | None = None
@@ -195,7 +195,9 @@ def _resolve_paths(config: Config, folder: Path) -> None:
     """Files named in a config file are relative to that file, not to the working directory."""
 
     def resolve(value: str | None) -> str | None:
-        return value if value is None or Path(value).is_absolute() else str(folder / value)
+        if value is None or Path(value).is_absolute() or "://" in value:
+            return value
+        return str(folder / value)
 
     config.tls.certificate = resolve(config.tls.certificate)
     config.tls.key = resolve(config.tls.key)

@@ -279,3 +279,72 @@ def test_tokens_from_an_external_issuer(
     with bearer(server, external_token(key=impostor)) as client:
         assert_error(client.get("/v2/ext/app/manifests/v1"), 401, "UNAUTHORIZED")
     assert httpx.get(f"{server.url}/auth/token").status_code == 404  # no built-in server
+
+
+def test_jwks_from_a_url_trusts_another_instances_tokens(
+    token_registry: RegistryProcess, tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    """A second registry that fetches the first one's /auth/jwks accepts its tokens."""
+    (tmp_path / "empty-htpasswd").write_text("")
+    follower = start_registry(
+        data_dir=tmp_path / "follower",
+        config={
+            "auth": {
+                "htpasswd": str(tmp_path / "empty-htpasswd"),
+                "token": {
+                    "issuer": "cargobay-test",
+                    "service": "test-registry",
+                    "realm": f"{token_registry.url}/auth/token",
+                    "jwks": f"{token_registry.url}/auth/jwks",
+                },
+            }
+        },
+    )
+    value = token(token_registry, "repository:shared/app:pull,push", user="alice")
+    with bearer(follower, value) as client:
+        push_image(client, "shared/app", "v1")
+        assert client.get("/v2/shared/app/tags/list").json()["tags"] == ["v1"]
+    assert (
+        challenge(httpx.get(f"{follower.url}/v2/"))["realm"] == f"{token_registry.url}/auth/token"
+    )
+
+
+def test_no_credentials_or_tokens_in_logs(
+    tmp_path: Path, start_registry: Callable[..., RegistryProcess]
+) -> None:
+    """Even at debug level (which logs every request), secrets never reach the log."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "htpasswd").write_text(f"alice:{hash_password(USERS['alice'], rounds=4)}\n")
+    server = start_registry(
+        env={"CARGOBAY_LOG_LEVEL": "debug"},
+        config={
+            "auth": {
+                "htpasswd": str(tmp_path / "htpasswd"),
+                "token": {"issuer": "i", "service": "s", "signing_key": str(tmp_path / "k.pem")},
+            }
+        },
+    )
+    r = httpx.get(
+        f"{server.url}/auth/token",
+        params={"service": "s", "scope": "repository:x/y:pull", "offline_token": "true"},
+        auth=("alice", USERS["alice"]),
+    )
+    secrets = [USERS["alice"], r.json()["token"], r.json()["refresh_token"]]
+    with bearer(server, secrets[1]) as client:
+        client.get("/v2/x/y/tags/list")
+    httpx.get(f"{server.url}/v2/", auth=("alice", "a-wrong-password"))
+    httpx.post(
+        f"{server.url}/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": secrets[2], "service": "s"},
+    )
+    log = server.log()
+    assert "GET /v2/x/y/tags/list" in log  # the access log is on
+    for secret in [*secrets, "a-wrong-password"]:
+        assert secret not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable
@@ -61,6 +62,16 @@ def test_skopeo_pushes_and_pulls_over_tls_with_credentials(
         server=server,
     ).stdout.strip()  # fmt: skip
     assert raw_digest == local["digest"]
+
+    authfile = tmp_path / "auth.json"  # what `podman login` / `docker login` write
+    secret = base64.b64encode(b"ci:ci-password").decode()
+    authfile.write_text(json.dumps({"auths": {server.host: {"auth": secret}}}))
+    via_authfile = run(
+        [skopeo, "inspect", "--cert-dir", cert_dir, "--authfile", authfile,
+         "--format", "{{.Digest}}", target],
+        server=server,
+    ).stdout.strip()  # fmt: skip
+    assert via_authfile == local["digest"]
 
 
 def test_skopeo_and_podman_with_token_authentication(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,21 @@ class TokenSigner:
         return {"keys": [jwk]}
 
 
-def load_jwks(path: Path) -> dict[str, Any]:
-    """kid -> public key from a JWKS file (an external issuer's keys)."""
+def load_jwks(source: str) -> dict[str, Any]:
+    """kid -> public key from a JWKS file or http(s) URL (an external issuer's keys), read once
+    at start: restart to pick up rotated keys."""
     try:
-        keys = jwt.PyJWKSet.from_json(path.read_text())
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source, timeout=10) as response:
+                text = response.read(1 << 20).decode()
+        else:
+            text = Path(source).read_text()
+        keys = jwt.PyJWKSet.from_json(text)
     except (OSError, jwt.PyJWTError, ValueError) as exc:
-        raise TokenInvalid(f"cannot load JWKS {path}: {exc}") from None
+        raise TokenInvalid(f"cannot load JWKS {source}: {exc}") from None
     found = {str(k.key_id): k.key for k in keys.keys if k.key_id}
     if not found:
-        raise TokenInvalid(f"JWKS {path} has no keys with a kid")
+        raise TokenInvalid(f"JWKS {source} has no keys with a kid")
     return found
 
 
