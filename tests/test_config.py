@@ -74,8 +74,8 @@ def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("tls: {certificate: a.crt}", "both certificate and key"),
-        ("auth: {htpasswd: h, token: {issuer: x}}", "signing_key or jwks"),
-        ("auth: {htpasswd: h, token: {signing_key: k}}", "signing_key or jwks"),
+        ("auth: {htpasswd: h, token: {issuer: x}}", "signing_key, jwks or root_certificates"),
+        ("auth: {htpasswd: h, token: {signing_key: k}}", "signing_key, jwks or root_certificates"),
         ("auth: {token: {issuer: x, signing_key: k}}", "needs auth.htpasswd"),
         ("auth: {htpasswd: h, token: {issuer: x, jwks: j}}", "needs realm"),
         ("auth: {access: [{users: [a], repositories: [b], actions: [write]}]}", "unknown action"),

@@ -18,7 +18,7 @@ from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
 from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
 from cargobay.auth.robots import RobotTokens
-from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_jwks
+from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_certificates, load_jwks
 from cargobay.config import Config
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
@@ -73,7 +73,8 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
             keys[signer.kid] = signer.public_key
         if token.jwks:
             keys.update(load_jwks(token.jwks))
-        verifier = TokenVerifier(keys, token.issuer, token.service)
+        roots = load_certificates(token.root_certificates) if token.root_certificates else []
+        verifier = TokenVerifier(keys, token.issuer, token.service, roots)
         tokens = TokenService(signer, verifier, token.service, token.realm)
     return Guard(
         Htpasswd(config.auth.htpasswd),

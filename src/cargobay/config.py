@@ -84,6 +84,9 @@ class TokenConfig:
     # the same issuer and service; set realm to its URL). Without signing_key, the built-in
     # token server is off.
     jwks: str | None = None
+    # Also accept tokens that carry their signing certificate chain (x5c) up to a certificate
+    # in this PEM bundle, as distribution's rootcertbundle.
+    root_certificates: str | None = None
 
 
 @dataclass
@@ -172,10 +175,11 @@ def load_config(
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls needs both certificate and key")
     token = config.auth.token
-    if bool(token.issuer) != bool(token.signing_key or token.jwks):
-        raise ConfigError("auth.token needs an issuer and a signing_key or jwks")
-    if token.jwks and not token.signing_key and not token.realm:
-        raise ConfigError("auth.token.jwks without signing_key needs realm (the token server)")
+    verifiable = token.signing_key or token.jwks or token.root_certificates
+    if bool(token.issuer) != bool(verifiable):
+        raise ConfigError("auth.token needs an issuer and a signing_key, jwks or root_certificates")
+    if verifiable and not token.signing_key and not token.realm:
+        raise ConfigError("auth.token without signing_key needs realm (the token server)")
     if token.issuer and not config.auth.htpasswd:
         raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
     groups = {g.name for g in config.auth.groups}
@@ -204,6 +208,7 @@ def _resolve_paths(config: Config, folder: Path) -> None:
     config.auth.htpasswd = resolve(config.auth.htpasswd)
     config.auth.token.signing_key = resolve(config.auth.token.signing_key)
     config.auth.token.jwks = resolve(config.auth.token.jwks)
+    config.auth.token.root_certificates = resolve(config.auth.token.root_certificates)
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:

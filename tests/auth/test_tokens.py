@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import base64
+import datetime
 import time
 from pathlib import Path
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from cargobay.auth.scope import Scope, parse_scopes
 from cargobay.auth.tokens import TokenInvalid, TokenSigner, TokenVerifier
@@ -106,3 +110,47 @@ def test_wrong_audience_issuer_expiry_and_key(signer: TokenSigner, tmp_path: Pat
     )
     with pytest.raises(TokenInvalid, match="unknown key"):
         verifier_for(signer).verify(other.issue("alice", "svc", [])[0])
+
+
+def certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey | None, ca: bool,
+) -> x509.Certificate:  # fmt: skip
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def x5c_token(leaf_key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]) -> str:
+    der = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
+    claims = {"iss": "issuer", "aud": "svc", "sub": "x", "exp": int(time.time()) + 60}
+    return jwt.encode(claims, leaf_key, "ES256", headers={"x5c": der})
+
+
+def test_x5c_chain_to_a_trusted_root() -> None:
+    root_key, middle_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = certificate("root", root_key, None, None, ca=True)
+    middle = certificate("middle", middle_key, root, root_key, ca=True)
+    leaf = certificate("signer", leaf_key, middle, middle_key, ca=False)
+    verifier = TokenVerifier({}, "issuer", "svc", roots=[root])
+    assert verifier.verify(x5c_token(leaf_key, [leaf, middle])).subject == "x"
+    assert verifier.verify(x5c_token(leaf_key, [leaf, middle, root])).subject == "x"
+
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = certificate("stranger", stranger_key, None, None, ca=True)
+    with pytest.raises(TokenInvalid, match="trusted root"):
+        verifier.verify(x5c_token(stranger_key, [stranger]))
+    with pytest.raises(TokenInvalid):  # the chain is fine but the token is signed by another key
+        verifier.verify(x5c_token(stranger_key, [leaf, middle]))
+    with pytest.raises(TokenInvalid, match="unknown key"):  # no roots configured: no x5c
+        TokenVerifier({}, "issuer", "svc").verify(x5c_token(leaf_key, [leaf, middle]))

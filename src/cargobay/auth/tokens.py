@@ -4,7 +4,10 @@ server and verified by the registry (ES256 by default; RS256 and EdDSA keys work
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -112,16 +117,60 @@ def load_jwks(source: str) -> dict[str, Any]:
     return found
 
 
+def load_certificates(path: str) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TokenInvalid(f"cannot load certificates {path}: {exc}") from None
+    return certificates
+
+
 class TokenVerifier:
-    def __init__(self, keys: Mapping[str, Any], issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, Any],
+        issuer: str,
+        audience: str,
+        roots: Sequence[x509.Certificate] = (),
+    ) -> None:
         self.keys = dict(keys)  # kid -> public key
         self.issuer = issuer
         self.audience = audience
+        # Trusted root certificates: a token may carry its signing certificate chain (x5c).
+        self.roots = list(roots)
+
+    def _chain_key(self, chain: object) -> Any:
+        """The public key of the leaf of an x5c chain that leads to a trusted root."""
+        if not self.roots or not isinstance(chain, list) or not chain or len(chain) > 8:
+            return None
+        try:
+            certificates = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in chain]
+        except (ValueError, TypeError):
+            raise TokenInvalid("malformed x5c chain") from None
+        now = datetime.datetime.now(datetime.UTC)
+        for certificate in certificates:
+            if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+                raise TokenInvalid("x5c certificate outside its validity period")
+        try:
+            for child, parent in itertools.pairwise(certificates):
+                child.verify_directly_issued_by(parent)
+            last = certificates[-1]
+            for root in self.roots:
+                if last == root:
+                    return certificates[0].public_key()
+                with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+                    last.verify_directly_issued_by(root)
+                    return certificates[0].public_key()
+        except (ValueError, TypeError, InvalidSignature):
+            raise TokenInvalid("x5c chain does not verify") from None
+        raise TokenInvalid("x5c chain does not lead to a trusted root")
 
     def verify(self, token: str) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
             key = self.keys.get(str(header.get("kid")))
+            if key is None and "x5c" in header:
+                key = self._chain_key(header["x5c"])
             if key is None:
                 raise TokenInvalid("token signed by an unknown key")
             claims = jwt.decode(
