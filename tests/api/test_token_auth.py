@@ -348,3 +348,30 @@ def test_no_credentials_or_tokens_in_logs(
     assert "GET /v2/x/y/tags/list" in log  # the access log is on
     for secret in [*secrets, "a-wrong-password"]:
         assert secret not in log
+
+
+def test_tampered_expired_and_misaddressed_tokens_are_refused(
+    token_registry: RegistryProcess, tmp_path: Path
+) -> None:
+    good = token(token_registry, "repository:team/app:pull", user="bob")
+    header, payload, signature = good.split(".")
+    claims = json.loads(jwt.utils.base64url_decode(payload))
+    claims["access"][0]["actions"] = ["pull", "push"]  # bob grants himself push
+    forged = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
+    key = serialization.load_pem_private_key((tmp_path / "signing.pem").read_bytes(), None)
+    kid = jwt.get_unverified_header(good)["kid"]
+    now = int(time.time())
+
+    def signed(**changes: object) -> str:
+        return jwt.encode({**claims, **changes}, key, "ES256", headers={"kid": kid})  # type: ignore[arg-type]
+
+    for value in (
+        f"{header}.{forged}.{signature}",  # tampered
+        signed(exp=now - 600, iat=now - 900, nbf=now - 900),  # expired
+        signed(aud="another-registry"),  # wrong audience
+        signed(iss="someone-else"),  # wrong issuer
+    ):
+        with bearer(token_registry, value) as client:
+            assert_error(client.get("/v2/team/app/tags/list"), 401, "UNAUTHORIZED")
+    with bearer(token_registry, signed()) as client:  # the same claims, properly signed: fine
+        assert client.get("/v2/team/app/tags/list").status_code in (200, 404)
