@@ -64,3 +64,15 @@ def make_certificates(folder: Path) -> TestCertificates:
         )
     )
     return paths
+
+
+def write_signing_key(path: Path) -> Path:
+    """A fresh EC P-256 private key in PEM (PKCS#8), as a token signing key."""
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path

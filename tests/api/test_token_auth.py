@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cargobay.auth.htpasswd import hash_password
 from tests.api.helpers import assert_error, push_image
 from tests.server import RegistryProcess
+from tests.tls import write_signing_key
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 ACCESS = [
@@ -32,14 +33,7 @@ ACCESS = [
 def token_registry(
     tmp_path: Path, start_registry: Callable[..., RegistryProcess]
 ) -> RegistryProcess:
-    key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "signing.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_signing_key(tmp_path / "signing.pem")
     (tmp_path / "htpasswd").write_text(
         "".join(f"{u}:{hash_password(p, rounds=4)}\n" for u, p in USERS.items())
     )
@@ -313,14 +307,7 @@ def test_no_credentials_or_tokens_in_logs(
     tmp_path: Path, start_registry: Callable[..., RegistryProcess]
 ) -> None:
     """Even at debug level (which logs every request), secrets never reach the log."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "k.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_signing_key(tmp_path / "k.pem")
     (tmp_path / "htpasswd").write_text(f"alice:{hash_password(USERS['alice'], rounds=4)}\n")
     server = start_registry(
         env={"CARGOBAY_LOG_LEVEL": "debug"},

@@ -9,14 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from cargobay.auth.htpasswd import hash_password
-from tests.clients.helpers import run, run_status, short_runroot, umoci_image
+from tests.clients.helpers import podman_cmd, run, run_status, short_runroot, umoci_image
 from tests.conftest import require_tool
 from tests.server import RegistryProcess
-from tests.tls import make_certificates
+from tests.tls import make_certificates, write_signing_key
 
 pytestmark = pytest.mark.clients
 
@@ -79,16 +77,9 @@ def test_skopeo_and_podman_with_token_authentication(
 ) -> None:
     """The clients follow the Bearer challenge to the built-in token server on their own."""
     skopeo = require_tool("skopeo")
-    podman = require_tool("podman")
+    require_tool("podman")
     require_tool("umoci")
-    key = tmp_path / "signing.pem"
-    key.write_bytes(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key = write_signing_key(tmp_path / "signing.pem")
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(f"ci:{hash_password('ci-password', rounds=4)}\n")
     server = start_registry(
@@ -112,11 +103,7 @@ def test_skopeo_and_podman_with_token_authentication(
     try:
         env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
         (tmp_path / "auth.json").write_text('{"auths": {}}')
-        base = [
-            podman, "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
-            "--runroot", str(runroot), "--events-backend", "file",
-            "--cgroup-manager", "cgroupfs",
-        ]  # fmt: skip
+        base = podman_cmd(tmp_path, runroot)
         run(
             [*base, "login", "--tls-verify=false", "-u", "ci", "--password-stdin", server.host],
             env=env,

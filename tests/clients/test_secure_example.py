@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.clients.helpers import run, run_status, short_runroot, umoci_image
+from tests.clients.helpers import podman_cmd, run, run_status, short_runroot, umoci_image
 from tests.conftest import require_tool
 from tests.server import RegistryProcess
-from tests.tls import make_certificates
+from tests.tls import make_certificates, write_signing_key
 
 pytestmark = pytest.mark.clients
 
@@ -47,12 +45,7 @@ def secure(
     folder.mkdir()
     config = folder / request.param
     shutil.copy(EXAMPLES / request.param, config)
-    signing_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (folder / "token-signing.pem").write_bytes(signing_key)  # read by token-tls.yml only
+    write_signing_key(folder / "token-signing.pem")  # read by token-tls.yml only
     certificates = make_certificates(tmp_path / "tls")
     shutil.copy(certificates.certificate, folder / "registry.crt")
     shutil.copy(certificates.key, folder / "registry.key")
@@ -95,16 +88,12 @@ def test_skopeo_push_with_creds_and_anonymous_pull_of_public(
 
 
 def test_podman_login_push_pull(secure: SecureRegistry, tmp_path: Path) -> None:
-    podman = require_tool("podman")
+    require_tool("podman")
     runroot = short_runroot()
     try:
         env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
         (tmp_path / "auth.json").write_text('{"auths": {}}')
-        base = [
-            podman, "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
-            "--runroot", str(runroot), "--events-backend", "file",
-            "--cgroup-manager", "cgroupfs",
-        ]  # fmt: skip
+        base = podman_cmd(tmp_path, runroot)
         tls = ["--cert-dir", str(secure.cert_dir)]
         refused = run_status(
             [*base, "login", *tls, "-u", "ci", "-p", "wrong", secure.host], env=env
