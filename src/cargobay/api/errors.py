@@ -11,11 +11,8 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from cargobay.errors import (
-    BlobUnknown,
     BlobUploadInvalid,
-    ManifestTooLarge,
     RegistryError,
-    SizeInvalid,
     Unsupported,
 )
 
@@ -36,20 +33,12 @@ def error_response(error: RegistryError) -> web.Response:
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> RegistryError:
-    """aiohttp raises these itself (no route, wrong method, body too large, bad framing)."""
+    """aiohttp raises these itself: no route, wrong method, a form body over the size limit."""
     if exc.status == 404:
         return Unsupported(f"no endpoint at {request.path!r}", status=404)
     if exc.status == 405:
         return Unsupported(f"{request.method} is not supported on {request.path!r}", status=405)
-    if exc.status == 413:
-        return ManifestTooLarge()
-    if exc.status == 416:
-        return BlobUnknown("requested range not satisfiable", status=416, headers=dict(exc.headers))
-    return (
-        SizeInvalid(exc.reason, status=exc.status)
-        if exc.status == 400
-        else Unsupported(exc.reason, status=exc.status)
-    )
+    return Unsupported(exc.reason, status=exc.status)
 
 
 @web.middleware

@@ -137,7 +137,7 @@ class Guard:
         if kind == "registry":
             return identity.user is not None and identity.rules is None
         if identity.rules is not None:
-            return AccessPolicy(identity.rules).allows(identity.user, name, action)
+            return any(rule.grants(identity.user, name, action) for rule in identity.rules)
         return self.policy.allows(identity.user, name, action)
 
     def require(self, identity: Identity, need: tuple[str, str, str], base_url: str = "") -> None:
