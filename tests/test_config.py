@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cargobay.config import ConfigError, load_config
+from cargobay.config import Config, ConfigError, load_config
 
 
 def test_defaults() -> None:
@@ -37,6 +41,10 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ({"CARGOBAY_WORKERS": "many"}, "workers must be int"),
         ({"CARGOBAY_LISTEN": "nohost"}, "HOST:PORT"),
         ({"CARGOBAY_STORAGE__DRIVER": "tape"}, "unknown storage driver"),
+        ({"CARGOBAY_STORAGE__DRIVER": "s3"}, "storage.s3.bucket is required"),
+        ({"CARGOBAY_STORAGE__S3__PART_SIZE_MIB": "4"}, "at least 5"),
+        ({"CARGOBAY_METADATA__DRIVER": "postgres"}, "metadata.url is required"),
+        ({"CARGOBAY_METADATA__DRIVER": "mysql"}, "unknown metadata driver"),
         ({"CARGOBAY_REGISTRY": "1"}, "must be a section"),
     ],
 )
@@ -53,6 +61,20 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_example_config_states_the_defaults() -> None:
     example = Path(__file__).parent.parent / "examples" / "config.yml"
     assert load_config(example, environ={}) == load_config(environ={})
+
+
+def test_example_config_lists_every_setting() -> None:
+    example = yaml.safe_load((Path(__file__).parent.parent / "examples" / "config.yml").read_text())
+
+    def settings(cls: type, data: dict[str, object], where: str) -> Iterator[str]:
+        for f in dataclasses.fields(cls):
+            assert f.name in data, f"examples/config.yml lacks {where}{f.name}"
+            kind = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(kind):
+                yield from settings(kind, data[f.name], f"{where}{f.name}.")  # type: ignore[arg-type]
+            yield f"{where}{f.name}"
+
+    assert "storage.s3.bucket" in set(settings(Config, example, ""))
 
 
 def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
@@ -74,8 +96,14 @@ def test_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("tls: {certificate: a.crt}", "both certificate and key"),
-        ("auth: {htpasswd: h, token: {issuer: x}}", "signing_key, jwks or root_certificates"),
-        ("auth: {htpasswd: h, token: {signing_key: k}}", "signing_key, jwks or root_certificates"),
+        (
+            "auth: {htpasswd: h, token: {issuer: x}}",
+            "jwks or root_certificates",
+        ),
+        (
+            "auth: {htpasswd: h, token: {signing_key: k}}",
+            "jwks or root_certificates",
+        ),
         ("auth: {token: {issuer: x, signing_key: k}}", "needs auth.htpasswd"),
         ("auth: {htpasswd: h, token: {issuer: x, jwks: j}}", "needs realm"),
         ("auth: {access: [{users: [a], repositories: [b], actions: [write]}]}", "unknown action"),
@@ -97,3 +125,59 @@ def test_unknown_group_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="unknown group"):
         load_config(path, environ={})
+
+
+def test_file_values_interpolate_environment_variables(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "workers: ${WORKERS:-3}\n"
+        "secret: ${CARGOBAY_SECRET}\n"
+        "metadata: {driver: postgres, url: '${DATABASE_URL}', pool_size: '${POOL:-4}'}\n"
+        "storage:\n"
+        "  driver: s3\n"
+        "  s3:\n"
+        "    bucket: ${S3_BUCKET}\n"
+        "    endpoint: ${S3_ENDPOINT_URL:-}\n"
+        "    region: ${AWS_REGION:-us-east-1}\n"
+        "    prefix: 'cost $$5/${S3_PREFIX:-x}'\n"
+        "    redirect: ${REDIRECT:-false}\n"
+    )
+    environ = {
+        "DATABASE_URL": "postgresql://u:p@db/cargobay",
+        "S3_BUCKET": "blobs",
+        "CARGOBAY_SECRET": "s3cr3t: not yaml",
+        "AWS_REGION": "",
+    }
+    config = load_config(path, environ=environ)
+    assert config.workers == 3
+    assert config.secret == "s3cr3t: not yaml"
+    assert config.metadata.url == "postgresql://u:p@db/cargobay"
+    assert config.metadata.pool_size == 4
+    assert config.storage.s3.bucket == "blobs"
+    assert config.storage.s3.endpoint is None  # empty means unset
+    assert config.storage.s3.region == "us-east-1"  # empty takes the default
+    assert config.storage.s3.prefix == "cost $5/x"
+    assert config.storage.s3.redirect is False
+
+
+def test_unset_variable_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("storage:\n  s3:\n    bucket: ${S3_BUCKET}\n")
+    with pytest.raises(ConfigError, match=r"storage\.s3\.bucket: environment variable S3_BUCKET"):
+        load_config(path, environ={})
+
+
+def test_interpolated_value_must_still_fit_its_type(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("workers: ${WORKERS}\n")
+    with pytest.raises(ConfigError, match="workers must be int"):
+        load_config(path, environ={"WORKERS": "many"})
+
+
+def test_token_signing_key_may_come_from_the_shared_secret(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("auth: {htpasswd: h, token: {issuer: me, service: reg}}\n")
+    with pytest.raises(ConfigError, match="signing_key"):
+        load_config(path, environ={})
+    config = load_config(path, environ={"CARGOBAY_SECRET": "shared"})
+    assert config.secret == "shared"

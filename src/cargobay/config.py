@@ -2,14 +2,18 @@
 
 Environment variables name a setting by its path in the file, sections separated by a double
 underscore: `CARGOBAY_LISTEN`, `CARGOBAY_STORAGE__DRIVER`, `CARGOBAY_REGISTRY__DELETE_ENABLED`.
-Their values are read as YAML scalars (`true`, `8`, `text`). Unknown settings are errors, so a
-typo never silently falls back to a default.
+Their values are read as the setting's type says (`true`, `8`, `text`, a YAML list `[a, b]`).
+Unknown settings are errors, so a typo never silently falls back to a default.
+
+A config file may take values from the environment: `${VAR}` (an error when VAR is unset) and
+`${VAR:-default}` (the default when VAR is unset or empty), anywhere in a string value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -27,15 +31,42 @@ class ConfigError(Exception):
 
 
 @dataclass
+class S3Config:
+    bucket: str = ""
+    # Empty: AWS itself. For other S3-compatible stores, e.g. http://127.0.0.1:8333.
+    endpoint: str | None = None
+    region: str | None = None
+    # Keys are written under this prefix, so several registries can share a bucket.
+    prefix: str = ""
+    # Address buckets as endpoint/bucket/key (most self-hosted stores) instead of
+    # bucket.endpoint/key (AWS's default).
+    path_style: bool = False
+    # Unset: the standard AWS chain (AWS_* environment variables, profile, instance role).
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    # Answer blob GETs with a 307 to a presigned URL instead of streaming through the registry.
+    redirect: bool = True
+    redirect_expiry_seconds: int = 1200
+    # Multipart part size while streaming an upload to the store (at least 5 MiB).
+    part_size_mib: int = 8
+
+
+@dataclass
 class StorageConfig:
-    driver: str = "filesystem"
+    driver: str = "filesystem"  # or s3
     # filesystem: where blobs and staged uploads live; default: the data directory.
     path: str | None = None
+    s3: S3Config = field(default_factory=S3Config)
 
 
 @dataclass
 class MetadataConfig:
-    driver: str = "sqlite"
+    driver: str = "sqlite"  # or postgres
+    # postgres: a libpq URL, e.g. postgresql://user:password@db.internal:5432/cargobay.
+    url: str | None = None
+    # postgres: connections per worker process.
+    pool_size: int = 10
     # sqlite: the database file; default: <data_dir>/metadata.db.
     path: str | None = None
     # sqlite: FULL makes every commit durable across power loss at the cost of an fsync;
@@ -116,6 +147,10 @@ class Config:
     # Worker processes; 0 means one per CPU.
     workers: int = 0
     log_level: str = "info"
+    # Shared by every instance of one registry (set it the same everywhere, keep it secret):
+    # the built-in token server derives its signing key from it when auth.token has no
+    # signing_key file.
+    secret: str | None = None
     storage: StorageConfig = field(default_factory=StorageConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -156,11 +191,11 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
-        data = loaded
+        data = _interpolate(loaded, os.environ if environ is None else environ, "")
     for name, value in (os.environ if environ is None else environ).items():
         if name.startswith(ENV_PREFIX):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
-            _set(data, keys, yaml.safe_load(value) if value else value)
+            _set(data, keys, _Interpolated(value))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(data, dotted.split("."), value)
@@ -168,17 +203,28 @@ def load_config(
     if path is not None:
         _resolve_paths(config, Path(path).parent)
     config.host_port  # noqa: B018 - validate early
-    if config.storage.driver != "filesystem":
+    if config.storage.driver not in {"filesystem", "s3"}:
         raise ConfigError(f"unknown storage driver {config.storage.driver!r}")
-    if config.metadata.driver != "sqlite":
+    if config.storage.driver == "s3" and not config.storage.s3.bucket:
+        raise ConfigError("storage.s3.bucket is required with the s3 driver")
+    if config.storage.s3.part_size_mib < 5:
+        raise ConfigError("storage.s3.part_size_mib must be at least 5 (S3's smallest part)")
+    if config.metadata.driver not in {"sqlite", "postgres"}:
         raise ConfigError(f"unknown metadata driver {config.metadata.driver!r}")
+    if config.metadata.driver == "postgres" and not config.metadata.url:
+        raise ConfigError("metadata.url is required with the postgres driver")
+    if config.metadata.pool_size < 1:
+        raise ConfigError("metadata.pool_size must be at least 1")
     if bool(config.tls.certificate) != bool(config.tls.key):
         raise ConfigError("tls needs both certificate and key")
     token = config.auth.token
-    verifiable = token.signing_key or token.jwks or token.root_certificates
+    signs = token.signing_key or (token.issuer and config.secret)
+    verifiable = signs or token.jwks or token.root_certificates
     if bool(token.issuer) != bool(verifiable):
-        raise ConfigError("auth.token needs an issuer and a signing_key, jwks or root_certificates")
-    if verifiable and not token.signing_key and not token.realm:
+        raise ConfigError(
+            "auth.token needs an issuer and a signing_key (or secret), jwks or root_certificates"
+        )
+    if verifiable and not signs and not token.realm:
         raise ConfigError("auth.token without signing_key needs realm (the token server)")
     if token.issuer and not config.auth.htpasswd:
         raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
@@ -211,6 +257,45 @@ def _resolve_paths(config: Config, folder: Path) -> None:
     config.auth.token.root_certificates = resolve(config.auth.token.root_certificates)
 
 
+class _Interpolated(str):
+    """A string from the environment (a CARGOBAY_* variable or ${VAR} in the file): it may
+    stand for a number, a boolean, a list or nothing, as the setting's type says."""
+
+
+def _yaml_list(value: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"{name} must be a YAML list, not {value!r}") from None
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} (default when unset or empty) in every string of a
+    loaded config file; $$ is a literal $."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, f"{where}{k}.") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ, f"{where[:-1]}[{i}].") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            return "$"
+        found = environ.get(name, "")
+        if found:
+            return found
+        if default is not None:
+            return default
+        raise ConfigError(f"{where[:-1]}: environment variable {name} is not set")
+
+    return _Interpolated(_VARIABLE.sub(substitute, value))
+
+
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     for key in keys[:-1]:
         child = data.setdefault(key, {})
@@ -235,6 +320,8 @@ def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
             values[name] = _build(kind, value, f"{where}{name}.")  # type: ignore[arg-type]
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
+            if isinstance(value, _Interpolated):
+                value = _yaml_list(value, f"{where}{name}")
             if not isinstance(value, list):
                 raise ConfigError(f"{where}{name} must be a list")
             values[name] = [_item(item, v, f"{where}{name}[{i}]") for i, v in enumerate(value)]
@@ -253,6 +340,8 @@ def _item(kind: Any, value: Any, name: str) -> Any:
 
 def _coerce(kind: Any, value: Any, name: str) -> Any:
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if isinstance(value, _Interpolated):
+        value = _from_variable(value, options)
     if value is None and type(None) in options:
         return None
     for option in options:
@@ -264,3 +353,17 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
             return str(value)
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{name} must be {expected}, not {value!r}")
+
+
+def _from_variable(value: str, options: tuple[Any, ...]) -> Any:
+    if value == "" and type(None) in options:
+        return None
+    if int in options and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if bool in options and value.strip().lower() in BOOLEANS:
+        return BOOLEANS[value.strip().lower()]
+    return str(value)
+
+
+BOOLEANS = {"true": True, "yes": True, "on": True, "1": True}
+BOOLEANS |= {"false": False, "no": False, "off": False, "0": False}

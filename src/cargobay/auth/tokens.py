@@ -20,8 +20,9 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cargobay.auth.scope import Scope
 
@@ -63,13 +64,26 @@ def key_id(public_key: Any) -> str:
 
 class TokenSigner:
     def __init__(self, private_key_pem: Path, issuer: str, lifetime: int) -> None:
-        key = serialization.load_pem_private_key(private_key_pem.read_bytes(), password=None)
+        self._use(serialization.load_pem_private_key(private_key_pem.read_bytes(), None))
+        self.issuer = issuer
+        self.lifetime = lifetime
+
+    @classmethod
+    def from_secret(cls, secret: str, issuer: str, lifetime: int) -> TokenSigner:
+        """An Ed25519 key derived from the instances' shared secret, so that every instance
+        signs with the same key without a key file to distribute."""
+        seed = HKDF(hashes.SHA256(), 32, salt=None, info=b"cargobay token signing key")
+        signer = cls.__new__(cls)
+        signer._use(ed25519.Ed25519PrivateKey.from_private_bytes(seed.derive(secret.encode())))
+        signer.issuer = issuer
+        signer.lifetime = lifetime
+        return signer
+
+    def _use(self, key: Any) -> None:
         self.private_key = key
         self.public_key = key.public_key()
         self.algorithm = _algorithm(key)
         self.kid = key_id(self.public_key)
-        self.issuer = issuer
-        self.lifetime = lifetime
 
     def issue(
         self, subject: str | None, audience: str, granted: Sequence[Scope]
@@ -89,7 +103,7 @@ class TokenSigner:
             ],
         }
         headers = {"kid": self.kid}
-        token = jwt.encode(claims, self.private_key, self.algorithm, headers=headers)  # type: ignore[arg-type]
+        token = jwt.encode(claims, self.private_key, self.algorithm, headers=headers)
         return token, self.lifetime, now
 
     def jwks(self) -> dict[str, Any]:
