@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -237,3 +238,27 @@ async def test_api_tokens(meta: MetadataStore) -> None:
     revoked = await meta.get_api_token("t1")
     assert revoked is not None and revoked.revoked_at is not None
     assert await meta.get_api_token("nope") is None
+
+
+async def test_put_manifest_again_with_repeated_tags_and_references(meta: MetadataStore) -> None:
+    await meta.link_blob("r", d("config"), 2)
+    child = manifest("child")
+    await meta.put_manifest("r", child, ["c", "c"])
+    refs = {"blob_references": (d("config"),) * 2, "manifest_references": (child.digest,) * 2}
+    record = manifest("m", **refs)
+    await meta.put_manifest("r", record, ["a", "b", "a"])
+    await meta.put_manifest("r", manifest("m", artifact_type="application/x", **refs), ["b", "c"])
+    got = await meta.get_tagged_manifest("r", "c")
+    assert got is not None and got.digest == record.digest
+    assert got.artifact_type == "application/x"  # stored again: the fields were replaced
+    assert await meta.list_tags("r", None, 10) == ["a", "b", "c"]
+
+
+async def test_concurrent_puts_moving_one_tag(meta: MetadataStore) -> None:
+    records = [manifest(f"m{i}") for i in range(20)]
+    await asyncio.gather(*(meta.put_manifest("r", r, ["latest", "stable"]) for r in records))
+    latest = await meta.get_tagged_manifest("r", "latest")
+    assert latest is not None and latest.digest in {r.digest for r in records}
+    assert await meta.list_tags("r", None, 10) == ["latest", "stable"]
+    for record in records:
+        assert await meta.get_manifest("r", record.digest) is not None

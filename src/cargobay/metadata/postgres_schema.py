@@ -1,0 +1,84 @@
+"""PostgreSQL schema migrations: append a new list of statements; never edit a released one.
+
+Version 1 is SQLite's migrations 1-3 in PostgreSQL types: bigint sizes, bytea for bytes, jsonb
+for scopes, JSON text for annotations (jsonb refuses the NUL a manifest may carry), timestamps as
+double precision epoch seconds (the Python interface's floats). Names, tags and digests use
+COLLATE "C": byte order, as the spec's pagination and the SQLite store expect, and memcmp
+comparisons in every index.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE repositories (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name text COLLATE "C" NOT NULL UNIQUE,
+            created_at double precision NOT NULL
+        )""",
+        """CREATE TABLE blobs (
+            digest text COLLATE "C" PRIMARY KEY,
+            size bigint NOT NULL,
+            created_at double precision NOT NULL
+        )""",
+        """CREATE TABLE repository_blobs (
+            repository_id bigint NOT NULL REFERENCES repositories (id),
+            digest text COLLATE "C" NOT NULL REFERENCES blobs (digest),
+            created_at double precision NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        )""",
+        "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
+        """CREATE TABLE manifests (
+            repository_id bigint NOT NULL REFERENCES repositories (id),
+            digest text COLLATE "C" NOT NULL,
+            media_type text NOT NULL,
+            artifact_type text,
+            subject text COLLATE "C",
+            annotations text,
+            content bytea NOT NULL,
+            created_at double precision NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        )""",
+        """CREATE INDEX manifests_by_subject ON manifests (repository_id, subject, digest)
+            WHERE subject IS NOT NULL""",
+        """CREATE TABLE manifest_references (
+            repository_id bigint NOT NULL,
+            manifest_digest text COLLATE "C" NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('blob', 'manifest')),
+            PRIMARY KEY (repository_id, manifest_digest, digest, kind),
+            FOREIGN KEY (repository_id, manifest_digest)
+                REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX manifest_references_by_target ON manifest_references (repository_id, digest)",
+        """CREATE TABLE tags (
+            repository_id bigint NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            updated_at double precision NOT NULL,
+            PRIMARY KEY (repository_id, name),
+            FOREIGN KEY (repository_id, digest)
+                REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX tags_by_digest ON tags (repository_id, digest)",
+        """CREATE TABLE uploads (
+            id text COLLATE "C" PRIMARY KEY,
+            repository text NOT NULL,
+            algorithm text NOT NULL,
+            size bigint NOT NULL,
+            hash_state bytea,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL
+        )""",
+        "CREATE INDEX uploads_by_age ON uploads (updated_at)",
+        """CREATE TABLE api_tokens (
+            id text COLLATE "C" PRIMARY KEY,
+            name text NOT NULL,
+            secret_hash bytea NOT NULL,
+            scopes jsonb NOT NULL,
+            created_at double precision NOT NULL,
+            revoked_at double precision,
+            kind text NOT NULL DEFAULT 'robot'
+        )""",
+    ],
+]

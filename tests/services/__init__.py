@@ -1,0 +1,2 @@
+"""Throwaway backing services (SeaweedFS, PostgreSQL) started by the tests on free loopback
+ports, in temporary folders, and stopped afterwards."""
