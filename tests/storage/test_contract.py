@@ -137,3 +137,25 @@ async def test_empty_blob(store: BlobStore) -> None:
     stat = await store.stat(digest)
     assert stat is not None and stat.size == 0
     assert await collect(store.read(digest)) == b""
+
+
+async def test_chunked_upload_commits(store: BlobStore) -> None:
+    parts = [b"a", b"", os.urandom(100_000), b"b", b"c"]
+    await store.start_upload("u-parts")
+    offset = 0
+    for part in parts:
+        offset = await store.append_upload("u-parts", offset, stream(part))
+    data = b"".join(parts)
+    digest = digest_of(data)
+    await store.commit_upload("u-parts", offset, digest)
+    assert await collect(store.read(digest)) == data
+    assert await collect(store.read(digest, 1, 5)) == data[1:6]
+    assert await collect(store.read(digest, 3, 0)) == b""
+
+
+async def test_unknown_upload_cannot_be_read_or_committed(store: BlobStore) -> None:
+    with pytest.raises(UploadMissing):
+        await collect(store.read_upload("never-started", 3))
+    with pytest.raises(UploadMissing):
+        await store.commit_upload("never-started", 3, digest_of(b"abc"))
+    assert await store.stat(digest_of(b"abc")) is None

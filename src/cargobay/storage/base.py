@@ -1,7 +1,7 @@
 """The blob store interface: content-addressed blobs plus resumable upload staging.
 
 A blob store holds bytes only. Which repository may see a blob, and everything else about it, is
-the metadata store's business. Every driver (filesystem now, S3 next) passes the same contract
+the metadata store's business. Every driver (filesystem, S3) passes the same contract
 suite in `tests/storage/`.
 
 Uploads: `start_upload` creates an empty staging object; `append_upload` adds bytes at a given
