@@ -2,10 +2,11 @@
 # Installs the real programs the tests (and, with `bench`, the benchmark) drive, from Debian's
 # packages, when they are missing and we may: as root with apt-get. Otherwise says what is
 # missing; the tests then skip those cases, or fail when CI=true.
-#   scripts/install-test-tools.sh          skopeo, umoci, podman, buildah
+#   scripts/install-test-tools.sh          skopeo, umoci, podman, buildah, PostgreSQL 15, nginx
 #   scripts/install-test-tools.sh bench    also the reference registry (docker-registry)
 set -euo pipefail
-tools=(skopeo:skopeo umoci:umoci podman:podman buildah:buildah)
+tools=(skopeo:skopeo umoci:umoci podman:podman buildah:buildah
+       /usr/lib/postgresql/15/bin/initdb:postgresql-15 nginx:nginx)
 if [ "${1:-}" = bench ]; then
   tools+=(docker-registry:docker-registry)
 fi

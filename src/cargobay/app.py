@@ -20,11 +20,14 @@ from cargobay.auth.policy import DEFAULT_RULES, AccessPolicy, Rule
 from cargobay.auth.robots import RobotTokens
 from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_certificates, load_jwks
 from cargobay.config import Config
+from cargobay.errors import Unavailable
 from cargobay.metadata.base import MetadataStore
+from cargobay.metadata.postgres import PostgresMetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
 from cargobay.registry.registry import Registry
 from cargobay.storage.base import BlobStore
 from cargobay.storage.filesystem import FilesystemBlobStore
+from cargobay.storage.s3 import S3BlobStore
 
 log = logging.getLogger("cargobay")
 
@@ -33,10 +36,28 @@ UPLOAD_EXPIRY_INTERVAL = 3600.0
 
 
 def build_blob_store(config: Config) -> BlobStore:
+    if config.storage.driver == "s3":
+        s3 = config.storage.s3
+        return S3BlobStore(
+            s3.bucket,
+            endpoint=s3.endpoint,
+            region=s3.region,
+            prefix=s3.prefix,
+            path_style=s3.path_style,
+            access_key_id=s3.access_key_id,
+            secret_access_key=s3.secret_access_key,
+            session_token=s3.session_token,
+            redirect=s3.redirect,
+            redirect_expiry_seconds=s3.redirect_expiry_seconds,
+            part_size_mib=s3.part_size_mib,
+        )
     return FilesystemBlobStore(config.storage_path)
 
 
 def build_metadata_store(config: Config) -> MetadataStore:
+    if config.metadata.driver == "postgres":
+        assert config.metadata.url is not None  # checked by load_config
+        return PostgresMetadataStore(config.metadata.url, pool_size=config.metadata.pool_size)
     return SQLiteMetadataStore(config.metadata_path, synchronous=config.metadata.synchronous)
 
 
@@ -70,6 +91,9 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
         signer = None
         if token.signing_key:
             signer = TokenSigner(Path(token.signing_key), token.issuer, token.expiration_seconds)
+        elif config.secret:
+            signer = TokenSigner.from_secret(config.secret, token.issuer, token.expiration_seconds)
+        if signer is not None:
             keys[signer.kid] = signer.public_key
         if token.jwks:
             keys.update(load_jwks(token.jwks))
@@ -112,6 +136,8 @@ async def _expire_uploads(registry: Registry) -> None:
             removed = await registry.uploads.expire(registry.config.upload_expiry_seconds)
             if removed:
                 log.info("removed %d expired uploads", removed)
+        except Unavailable as exc:
+            log.warning("upload expiry skipped: %s", exc.message)
         except Exception:
             log.exception("upload expiry failed")
         await asyncio.sleep(UPLOAD_EXPIRY_INTERVAL)

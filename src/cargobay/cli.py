@@ -16,6 +16,7 @@ from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.auth.robots import new_token
 from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config
+from cargobay.errors import Unavailable
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
+    try:
+        run_command(args, config)
+    except Unavailable as exc:
+        sys.exit(f"cargobay: {exc.message}")
+
+
+def run_command(args: argparse.Namespace, config: Config) -> None:
     if args.command == "token":
         asyncio.run(manage_tokens(config, args.action, args.name, args.scope))
     elif args.command == "user":

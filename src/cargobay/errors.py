@@ -135,3 +135,25 @@ class RangeInvalid(BlobUploadInvalid):
 
     status = 416
     default_message = "chunk out of order: the upload does not end where this chunk starts"
+
+
+class RangeNotSatisfiable(RegistryError):
+    """A blob GET Range outside the blob. The spec has no code for it."""
+
+    code = "UNSUPPORTED"
+    status = 416
+    default_message = "requested range not satisfiable"
+
+
+class Unavailable(RegistryError):
+    """A backing service (metadata database, object store) cannot be reached. Drivers raise it
+    for connection failures so that clients get a clear, retryable 503 instead of a 500;
+    distribution uses the same code."""
+
+    code = "UNAVAILABLE"
+    status = 503
+    default_message = "service unavailable: a backing store cannot be reached, retry later"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kwargs)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from cargobay.app import build_guard, build_metadata_store, create_app
 from cargobay.config import Config
+from cargobay.errors import Unavailable
 
 log = logging.getLogger("cargobay")
 
@@ -31,6 +32,7 @@ SHUTDOWN_TIMEOUT = 10.0
 # A worker that dies sooner than this after starting will die again: stop instead of looping.
 CRASH_LOOP_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
+STARTUP_WAIT_SECONDS = 30.0
 
 
 # Request bodies arrive in buffers of up to 1 MiB; above glibc's default mmap threshold each one
@@ -40,7 +42,7 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_thresho
 
 def serve(config: Config) -> None:
     _ensure_malloc_tunables()
-    build_metadata_store(config).migrate()
+    _migrate(config)
     sock = _bind(*config.host_port)
     host, port = sock.getsockname()[:2]
     workers = config.worker_count
@@ -57,6 +59,21 @@ def serve(config: Config) -> None:
         _run_worker(config, sock)
     else:
         _supervise(config, sock, workers)
+
+
+def _migrate(config: Config) -> None:
+    """Create or upgrade the schema; a database that is still starting (instances and the
+    database started together) gets STARTUP_WAIT_SECONDS to come up."""
+    deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+    while True:
+        try:
+            build_metadata_store(config).migrate()
+            return
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s; retrying", exc.message)
+            time.sleep(1)
 
 
 def _ensure_malloc_tunables() -> None:

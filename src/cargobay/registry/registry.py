@@ -7,7 +7,7 @@ typed `RegistryError`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -64,14 +64,19 @@ class Registry:
         self.uploads = Uploads(blobs, metadata)
 
     # -- blobs -------------------------------------------------------------------------------
-    async def locate_blob(self, repository: str, digest_text: str) -> BlobLocation:
+    async def locate_blob(
+        self, repository: str, digest_text: str, *, for_download: bool = True
+    ) -> BlobLocation:
+        """Where to serve a blob from; `for_download=False` (HEAD) skips presigning a URL."""
         digest = Digest.parse(digest_text)
         size = await self.metadata.linked_blob_size(repository, str(digest))
         if size is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        return BlobLocation(
-            digest, size, self.blobs.local_path(digest), await self.blobs.url_for(digest)
-        )
+        url = await self.blobs.url_for(digest) if for_download else None
+        return BlobLocation(digest, size, self.blobs.local_path(digest), url)
+
+    def read_blob(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
+        return self.blobs.read(digest, offset, length)
 
     async def delete_blob(self, repository: str, digest_text: str) -> None:
         self._check_deletes()
