@@ -124,6 +124,16 @@ def push_blob(client: httpx.Client, name: str, data: bytes | None = None) -> tup
     return data, digest
 
 
+def get_blob(client: httpx.Client, name: str, digest: str) -> tuple[httpx.Response, bytes]:
+    """GET a blob: the registry's own response (200, or 307 to object storage, which the spec
+    allows) and the blob's bytes, following the redirect if there is one."""
+    r = client.get(f"/v2/{name}/blobs/{digest}", follow_redirects=False)
+    assert r.status_code in (200, 307), (r.status_code, r.text)
+    if r.status_code == 307:
+        return r, httpx.get(r.headers["Location"], timeout=60).content
+    return r, r.content
+
+
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": digest_of(data), "size": len(data), **extra}
 

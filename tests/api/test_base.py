@@ -9,6 +9,7 @@ from tests.api.helpers import (
     API_VERSION_HEADER,
     SPEC_ERROR_CODES,
     error_codes,
+    get_blob,
     push_blob,
     repo_name,
 )
@@ -57,8 +58,7 @@ def test_every_response_carries_api_version_header(
 def test_blob_pull_carries_api_version_header(client: httpx.Client) -> None:
     name = repo_name()
     _, digest = push_blob(client, name)
-    r = client.get(f"/v2/{name}/blobs/{digest}")
-    assert r.status_code == 200
+    r, _ = get_blob(client, name, digest)
     assert r.headers[API_VERSION_HEADER] == "registry/2.0"
 
 

@@ -8,6 +8,7 @@ import pytest
 from tests.api.helpers import (
     assert_error,
     digest_of,
+    get_blob,
     push_blob,
     random_blob,
     repo_name,
@@ -31,11 +32,13 @@ def test_get_blob_headers(client: httpx.Client) -> None:
     Docker-Content-Digest' and its value 'MUST be a digest matching that of the response body'."""
     name = repo_name()
     data, digest = push_blob(client, name)
-    r = client.get(f"/v2/{name}/blobs/{digest}")
+    r, content = get_blob(client, name, digest)
     assert r.headers["Docker-Content-Digest"] == digest
-    assert digest_of(r.content) == r.headers["Docker-Content-Digest"]
-    assert int(r.headers["Content-Length"]) == len(data)
-    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert digest_of(content) == r.headers["Docker-Content-Digest"]
+    assert content == data
+    if r.status_code == 200:  # not redirected to object storage
+        assert int(r.headers["Content-Length"]) == len(data)
+        assert r.headers["Content-Type"] == "application/octet-stream"
 
 
 def test_head_blob(client: httpx.Client) -> None:
@@ -54,9 +57,8 @@ def test_get_empty_blob(client: httpx.Client) -> None:
     """A zero-length blob is a blob like any other."""
     name = repo_name()
     _, digest = push_blob(client, name, b"")
-    r = client.get(f"/v2/{name}/blobs/{digest}")
-    assert r.status_code == 200
-    assert r.content == b""
+    r, content = get_blob(client, name, digest)
+    assert content == b""
     assert r.headers["Docker-Content-Digest"] == digest
 
 

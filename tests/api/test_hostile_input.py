@@ -397,3 +397,25 @@ def test_truncated_chunk_leaves_the_upload_where_it_was(
     assert client.put(with_query(r.headers["Location"], digest=digest)).status_code == 201
     assert client.get(f"/v2/{name}/blobs/{digest}").content == data
     assert f"unhandled error in PATCH {location}" not in registry_server.log()
+
+
+def test_nul_characters_in_stored_text_are_kept_or_refused_never_a_500(
+    client: httpx.Client,
+) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL: a manifest whose annotations or artifactType
+    contain one is stored byte for byte (and found again) or refused with a 4xx."""
+    name = repo_name()
+    config, _ = push_blob(client, name, b'{"nul":1}')
+    annotated = image_manifest(config, [], annotations={"a\u0000b": "x\u0000y"})
+    typed = image_manifest(config, [], artifactType="application/x\u0000y")
+    for tag, document, allowed in (("a", annotated, (201,)), ("t", typed, (201, 400))):
+        body = canonical(document)
+        r = push_manifest(client, name, tag, body, expect=None)
+        assert r.status_code in allowed, r.text
+        if r.status_code == 201:
+            got = client.get(f"/v2/{name}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+            assert got.content == body
+    referrers = client.get(
+        f"/v2/{name}/referrers/{digest_of(body)}", params={"artifactType": "a\u0000b"}
+    )
+    assert referrers.status_code in (200, 400)

@@ -14,6 +14,7 @@ import pytest
 from tests.api.helpers import (
     assert_error,
     digest_of,
+    get_blob,
     location_url,
     push_blob,
     random_blob,
@@ -492,9 +493,8 @@ def test_sha512_chunked_upload_with_digest_algorithm(client: httpx.Client) -> No
     r = client.put(with_query(location, digest=digest))
     assert r.status_code == 201, r.text
     assert r.headers["Docker-Content-Digest"] == digest
-    pulled = client.get(f"/v2/{name}/blobs/{digest}")
-    assert pulled.status_code == 200
-    assert pulled.content == data
+    pulled, content = get_blob(client, name, digest)
+    assert content == data
     assert pulled.headers["Docker-Content-Digest"] == digest
 
 
@@ -736,12 +736,12 @@ def test_concurrent_chunks_for_the_same_range_one_wins(registry_server: Registry
     accepted, the other gets 416, and the blob is exactly the winner's bytes, never a mix."""
     name = repo_name()
     bodies = [random_blob(4 << 20), random_blob(4 << 20)]
-    with httpx.Client(base_url=registry_server.url, timeout=60) as setup:
+    with httpx.Client(base_url=registry_server.url, timeout=60, follow_redirects=True) as setup:
         location = start_upload(setup, name)
     barrier = threading.Barrier(2)
 
     def send(body: bytes) -> httpx.Response:
-        with httpx.Client(base_url=registry_server.url, timeout=60) as own:
+        with httpx.Client(base_url=registry_server.url, timeout=60, follow_redirects=True) as own:
             barrier.wait()
             return patch_chunk(own, location, body, 0)
 
@@ -750,7 +750,7 @@ def test_concurrent_chunks_for_the_same_range_one_wins(registry_server: Registry
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [202, 416], [r.text for r in responses]
     winner = bodies[[r.status_code for r in responses].index(202)]
-    with httpx.Client(base_url=registry_server.url, timeout=60) as check:
+    with httpx.Client(base_url=registry_server.url, timeout=60, follow_redirects=True) as check:
         digest = digest_of(winner)
         r = check.put(with_query(location, digest=digest))
         assert r.status_code == 201, r.text
