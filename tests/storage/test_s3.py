@@ -94,6 +94,22 @@ async def test_many_appends_of_all_sizes_then_commit(s3: S3BlobStore) -> None:
     assert await staged_keys(s3, "chunks") == []
 
 
+async def test_an_append_longer_than_10000_parts_spans_several_objects(
+    s3: S3BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 allows 10,000 parts per object: past that an append continues in a new chunk object
+    (here with the limit lowered to 2 parts of 5 MiB, so 10 MiB per object)."""
+    monkeypatch.setattr("cargobay.storage.s3.MAX_PARTS", 2)
+    data = b"".join(blocks(23, seed=3))
+    await s3.start_upload("long")
+    pieces = [data[i : i + 777_777] for i in range(0, len(data), 777_777)]
+    assert await s3.append_upload("long", 0, stream(*pieces)) == len(data)
+    assert len(await staged_keys(s3, "long")) == 1 + 3  # marker + 10 + 10 + 3 MiB
+    assert await collect(s3.read_upload("long", len(data))) == data
+    digest = await _commit(s3, "long", data)
+    assert await sha256_of(s3.read(digest)) == (digest.encoded, len(data))
+
+
 async def _commit(store: S3BlobStore, upload_id: str, data: bytes) -> Digest:
     digest = digest_of(data)
     await store.commit_upload(upload_id, len(data), digest)

@@ -51,6 +51,7 @@ log = logging.getLogger("cargobay.storage")
 MiB = 1 << 20
 MAX_COPY_SIZE = 5 << 30  # S3 CopyObject limit
 MIN_PART_SIZE = 5 * MiB  # S3's minimum, except for the last part
+MAX_PARTS = 10_000  # S3's maximum per object
 # Parts in flight per multipart PUT: memory per upload is about part size x (this + 1).
 PART_CONCURRENCY = 2
 STARTED = "started"
@@ -69,6 +70,43 @@ RETRY: RetryConfig = {
         "base": 2,
     },
 }
+
+
+class _Source:
+    """A byte stream read in pieces of at most a given size (a request body may arrive in
+    pieces of any size)."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._iterator = aiter(chunks)
+        self._pending = b""
+        self.exhausted = False
+
+    async def take(self, limit: int, at_least: int | None = None) -> bytes:
+        """Up to `limit` bytes: gathered until `at_least` (default: `limit`) are buffered or
+        the stream ends. b"" only at the end."""
+        wanted = min(limit, at_least or limit)
+        pieces, size = [self._pending], len(self._pending)
+        while size < wanted and not self.exhausted:
+            try:
+                data = await anext(self._iterator)
+            except StopAsyncIteration:
+                self.exhausted = True
+                break
+            pieces.append(data)
+            size += len(data)
+        buffered = b"".join(pieces)
+        self._pending = buffered[limit:]
+        if not self._pending and not self.exhausted:
+            await self._peek()
+        return buffered[:limit]
+
+    async def _peek(self) -> None:
+        """Find out whether the stream has ended, so that callers need not write an empty
+        object to learn it."""
+        try:
+            self._pending = await anext(self._iterator)
+        except StopAsyncIteration:
+            self.exhausted = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,37 +232,36 @@ class S3BlobStore(BlobStore):
         if stale:
             with _unavailable("DELETE stale chunks"):
                 await obstore.delete_async(self._store, stale)
-        key = self._chunk_key(upload_id, offset)
-        iterator = aiter(chunks)
+        # S3 allows 10,000 parts per object: a longer append becomes several chunk objects.
+        source = _Source(chunks)
+        position = offset
+        while not source.exhausted:
+            key = self._chunk_key(upload_id, position)
+            position += await self._write_chunk(key, source, MAX_PARTS * self._part_size)
+        return position
+
+    async def _write_chunk(self, key: str, source: _Source, limit: int) -> int:
+        """Write up to `limit` bytes of `source` to `key`; how many were written."""
         # Up to one part is buffered: a small append is one plain PUT, a larger one streams.
-        head: list[bytes] = []
-        buffered = 0
-        async for chunk in iterator:
-            head.append(chunk)
-            buffered += len(chunk)
-            if buffered >= self._part_size:
-                break
-        else:
-            if buffered:
+        head = await source.take(self._part_size)
+        if len(head) < self._part_size or source.exhausted:
+            if head:
                 with _unavailable("PUT chunk"):
-                    await obstore.put_async(self._store, key, b"".join(head), use_multipart=False)
-            return offset + buffered
-        written = 0
+                    await obstore.put_async(self._store, key, head, use_multipart=False)
+            return len(head)
+        written = len(head)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal written
-            for chunk in head:
-                written += len(chunk)
-                yield chunk
-            head.clear()
-            async for chunk in iterator:
-                written += len(chunk)
-                yield chunk
+            yield head
+            while written < limit and (data := await source.take(limit - written, READ_CHUNK)):
+                written += len(data)
+                yield data
 
-        # An exception from `chunks` (the client went away) aborts the multipart upload and
+        # An exception from the source (the client went away) aborts the multipart upload and
         # propagates unchanged; nothing is left at `key`.
-        await self._put_stream(key, body(), "PUT chunk")
-        return offset + written
+        await self._put_stream(key, body(), "PUT chunk", self._part_size)
+        return written
 
     async def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
         chain = _chain(upload_id, await self._staged(upload_id), size)
@@ -245,7 +282,9 @@ class S3BlobStore(BlobStore):
                     except FileNotFoundError:
                         raise UploadMissing(upload_id) from None
             else:
-                await self._put_stream(target, self._concatenate(upload_id, chain), "PUT blob")
+                part_size = max(self._part_size, -(-size // MAX_PARTS))
+                body = self._concatenate(upload_id, chain)
+                await self._put_stream(target, body, "PUT blob", part_size)
         await self.cancel_upload(upload_id)
 
     async def cancel_upload(self, upload_id: str) -> None:
@@ -305,14 +344,12 @@ class S3BlobStore(BlobStore):
         except FileNotFoundError:  # cancelled meanwhile
             raise UploadMissing(upload_id) from None
 
-    async def _put_stream(self, key: str, body: AsyncIterator[bytes], action: str) -> None:
+    async def _put_stream(
+        self, key: str, body: AsyncIterator[bytes], action: str, part_size: int
+    ) -> None:
         with _unavailable(action):
             await obstore.put_async(
-                self._store,
-                key,
-                body,
-                chunk_size=self._part_size,
-                max_concurrency=PART_CONCURRENCY,
+                self._store, key, body, chunk_size=part_size, max_concurrency=PART_CONCURRENCY
             )
 
 
