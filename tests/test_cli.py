@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import bcrypt
+import yaml
 
 
 def cargobay(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -49,3 +50,55 @@ def test_serve_refuses_a_non_bcrypt_htpasswd(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "bcrypt" in result.stderr
+
+
+def test_config_check_lists_every_problem_with_its_key_path(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "workers: many\n"
+        "registry: {nope: 1, delete_enabled: maybe}\n"
+        "storage: {driver: s3}\n"
+        "secret: ${CARGOBAY_TEST_UNSET}\n"
+        "auth: {htpasswd: h, access: [{users: [x], repositories: ['*'], actions: [fly]}]}\n"
+    )
+    result = cargobay("config", "check", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "cargobay: secret: environment variable CARGOBAY_TEST_UNSET is not set",
+        "cargobay: workers must be int, not 'many'",
+        "cargobay: unknown setting registry.nope",
+        "cargobay: registry.delete_enabled must be bool, not 'maybe'",
+        "cargobay: storage.s3.bucket is required with the s3 driver",
+        "cargobay: auth.access[0].actions: unknown action 'fly'",
+    ]
+    config.write_text("workers: 2\n")
+    ok = cargobay("config", "check", str(config))
+    assert (ok.returncode, ok.stdout) == (0, f"{config}: OK\n")
+    missing = cargobay("config", "check", str(tmp_path / "nowhere.yml"))
+    assert missing.returncode == 2
+    assert "cannot read config file" in missing.stderr
+
+
+def test_config_dump_shows_the_effective_config_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "secret: hunter2\n"
+        "metadata: {driver: postgres, url: 'postgresql://reg:pa55word@db:5432/reg'}\n"
+        "storage: {driver: s3, s3: {bucket: b, secret_access_key: s3cr3t, access_key_id: AK}}\n"
+    )
+    env_run = subprocess.run(
+        [sys.executable, "-m", "cargobay", "config", "dump", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"CARGOBAY_WORKERS": "7", "PATH": "/usr/bin:/bin"},
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    dumped = yaml.safe_load(env_run.stdout)
+    assert dumped["workers"] == 7  # the environment wins over the file
+    assert dumped["secret"] == "***"
+    assert dumped["storage"]["s3"]["secret_access_key"] == "***"
+    assert dumped["storage"]["s3"]["access_key_id"] == "AK"
+    assert dumped["metadata"]["url"] == "postgresql://reg:***@db:5432/reg"
+    for secret in ("hunter2", "pa55word", "s3cr3t"):
+        assert secret not in env_run.stdout

@@ -59,16 +59,16 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_example_config_states_the_defaults() -> None:
-    example = Path(__file__).parent.parent / "examples" / "config.yml"
+    example = Path(__file__).parent.parent / "examples" / "full.yml"
     assert load_config(example, environ={}) == load_config(environ={})
 
 
 def test_example_config_lists_every_setting() -> None:
-    example = yaml.safe_load((Path(__file__).parent.parent / "examples" / "config.yml").read_text())
+    example = yaml.safe_load((Path(__file__).parent.parent / "examples" / "full.yml").read_text())
 
     def settings(cls: type, data: dict[str, object], where: str) -> Iterator[str]:
         for f in dataclasses.fields(cls):
-            assert f.name in data, f"examples/config.yml lacks {where}{f.name}"
+            assert f.name in data, f"examples/full.yml lacks {where}{f.name}"
             kind = typing.get_type_hints(cls)[f.name]
             if dataclasses.is_dataclass(kind):
                 yield from settings(kind, data[f.name], f"{where}{f.name}.")  # type: ignore[arg-type]

@@ -10,12 +10,14 @@ import ssl
 import sys
 from pathlib import Path
 
+import yaml
+
 from cargobay import __version__
 from cargobay.app import build_metadata_store
 from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.auth.robots import new_token
 from cargobay.auth.tokens import TokenInvalid
-from cargobay.config import Config, ConfigError, load_config
+from cargobay.config import Config, ConfigError, load_config, masked
 from cargobay.errors import Unavailable
 
 
@@ -50,7 +52,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     _config_arguments(tokens)
 
+    configs = commands.add_parser("config", help="check or show the configuration")
+    configs.add_argument("action", choices=["check", "dump"])
+    configs.add_argument("file", nargs="?", help="the YAML file (check: required)")
+    configs.add_argument("--data-dir", help=argparse.SUPPRESS)
+
     args = parser.parse_args(argv)
+    if args.command == "config":
+        args.config = args.file
+        if args.action == "check" and args.file is None:
+            parser.error("config check needs the FILE to check")
     try:
         config = load_config(
             args.config,
@@ -62,7 +73,15 @@ def main(argv: list[str] | None = None) -> None:
             },
         )
     except ConfigError as exc:
-        sys.exit(f"cargobay: {exc}")
+        for problem in exc.problems:
+            print(f"cargobay: {problem}", file=sys.stderr)
+        sys.exit(2)
+    if args.command == "config":
+        if args.action == "check":
+            print(f"{args.file}: OK")
+        else:
+            print(yaml.safe_dump(masked(config), sort_keys=False), end="")
+        return
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",

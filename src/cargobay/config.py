@@ -27,7 +27,11 @@ ENV_PREFIX = "CARGOBAY_"
 
 
 class ConfigError(Exception):
-    pass
+    """One or more problems in the configuration, each naming its setting's key path."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass
@@ -184,6 +188,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     data: dict[str, Any] = {}
+    problems: list[str] = []
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -191,7 +196,7 @@ def load_config(
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
-        data = _interpolate(loaded, os.environ if environ is None else environ, "")
+        data = _interpolate(loaded, os.environ if environ is None else environ, "", problems)
     for name, value in (os.environ if environ is None else environ).items():
         if name.startswith(ENV_PREFIX):
             keys = name[len(ENV_PREFIX) :].lower().split("__")
@@ -199,46 +204,99 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(data, dotted.split("."), value)
-    config: Config = _build(Config, data, "")
+    config: Config = _build(Config, data, "", problems)
     if path is not None:
         _resolve_paths(config, Path(path).parent)
-    config.host_port  # noqa: B018 - validate early
-    if config.storage.driver not in {"filesystem", "s3"}:
-        raise ConfigError(f"unknown storage driver {config.storage.driver!r}")
-    if config.storage.driver == "s3" and not config.storage.s3.bucket:
-        raise ConfigError("storage.s3.bucket is required with the s3 driver")
-    if config.storage.s3.part_size_mib < 5:
-        raise ConfigError("storage.s3.part_size_mib must be at least 5 (S3's smallest part)")
-    if config.metadata.driver not in {"sqlite", "postgres"}:
-        raise ConfigError(f"unknown metadata driver {config.metadata.driver!r}")
-    if config.metadata.driver == "postgres" and not config.metadata.url:
-        raise ConfigError("metadata.url is required with the postgres driver")
-    if config.metadata.pool_size < 1:
-        raise ConfigError("metadata.pool_size must be at least 1")
-    if bool(config.tls.certificate) != bool(config.tls.key):
-        raise ConfigError("tls needs both certificate and key")
+    problems += _check(config)
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+SECRET_SETTINGS = ("secret", "storage.s3.secret_access_key", "storage.s3.session_token")
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The configuration as plain data with secrets replaced by "***" (for `config dump`)."""
+    data = dataclasses.asdict(config)
+    for dotted in SECRET_SETTINGS:
+        *sections, key = dotted.split(".")
+        section = data
+        for name in sections:
+            section = section[name]
+        if section[key] is not None:
+            section[key] = "***"
+    url = data["metadata"]["url"]
+    if url:
+        data["metadata"]["url"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return data
+
+
+def _check(config: Config) -> list[str]:
+    """Problems no single setting's type catches: values out of range, settings that need
+    each other."""
+    problems = []
+
+    def need(condition: object, problem: str) -> None:
+        if not condition:
+            problems.append(problem)
+
+    try:
+        config.host_port  # noqa: B018
+    except ConfigError as exc:
+        problems += exc.problems
+    need(
+        config.storage.driver in {"filesystem", "s3"},
+        f"storage.driver: unknown storage driver {config.storage.driver!r}",
+    )
+    need(
+        config.storage.driver != "s3" or config.storage.s3.bucket,
+        "storage.s3.bucket is required with the s3 driver",
+    )
+    need(
+        config.storage.s3.part_size_mib >= 5,
+        "storage.s3.part_size_mib must be at least 5 (S3's smallest part)",
+    )
+    need(
+        config.metadata.driver in {"sqlite", "postgres"},
+        f"metadata.driver: unknown metadata driver {config.metadata.driver!r}",
+    )
+    need(
+        config.metadata.driver != "postgres" or config.metadata.url,
+        "metadata.url is required with the postgres driver",
+    )
+    need(config.metadata.pool_size >= 1, "metadata.pool_size must be at least 1")
+    need(
+        config.metadata.synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
+        "metadata.synchronous must be OFF, NORMAL, FULL or EXTRA",
+    )
+    need(bool(config.tls.certificate) == bool(config.tls.key), "tls needs both certificate and key")
     token = config.auth.token
     signs = token.signing_key or (token.issuer and config.secret)
     verifiable = signs or token.jwks or token.root_certificates
-    if bool(token.issuer) != bool(verifiable):
-        raise ConfigError(
-            "auth.token needs an issuer and a signing_key (or secret), jwks or root_certificates"
-        )
-    if verifiable and not signs and not token.realm:
-        raise ConfigError("auth.token without signing_key needs realm (the token server)")
-    if token.issuer and not config.auth.htpasswd:
-        raise ConfigError("auth.token needs auth.htpasswd: the token server signs users in")
+    need(
+        bool(token.issuer) == bool(verifiable),
+        "auth.token needs an issuer and a signing_key (or secret), jwks or root_certificates",
+    )
+    need(
+        not verifiable or signs or token.realm,
+        "auth.token without signing_key needs realm (the token server)",
+    )
+    need(
+        not token.issuer or config.auth.htpasswd,
+        "auth.token needs auth.htpasswd: the token server signs users in",
+    )
     groups = {g.name for g in config.auth.groups}
-    for rule in config.auth.access:
+    for index, rule in enumerate(config.auth.access):
+        where = f"auth.access[{index}]"
         for who in rule.users:
-            if who.startswith("group:") and who[6:] not in groups:
-                raise ConfigError(f"auth.access names unknown group {who[6:]!r}")
-        unknown = set(rule.actions) - {"pull", "push", "delete", "*"}
-        if unknown:
-            raise ConfigError(f"unknown action {sorted(unknown)[0]!r} in auth.access")
-    if config.metadata.synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ConfigError("metadata.synchronous must be OFF, NORMAL, FULL or EXTRA")
-    return config
+            need(
+                not who.startswith("group:") or who[6:] in groups,
+                f"{where}.users names unknown group {who[6:]!r}",
+            )
+        for action in sorted(set(rule.actions) - {"pull", "push", "delete", "*"}):
+            problems.append(f"{where}.actions: unknown action {action!r}")
+    return problems
 
 
 def _resolve_paths(config: Config, folder: Path) -> None:
@@ -272,13 +330,15 @@ def _yaml_list(value: str, name: str) -> Any:
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
+def _interpolate(value: Any, environ: Mapping[str, str], where: str, problems: list[str]) -> Any:
     """Replace ${VAR} and ${VAR:-default} (default when unset or empty) in every string of a
     loaded config file; $$ is a literal $."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, environ, f"{where}{k}.") for k, v in value.items()}
+        return {k: _interpolate(v, environ, f"{where}{k}.", problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, environ, f"{where[:-1]}[{i}].") for i, v in enumerate(value)]
+        return [
+            _interpolate(v, environ, f"{where[:-1]}[{i}].", problems) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -291,7 +351,8 @@ def _interpolate(value: Any, environ: Mapping[str, str], where: str) -> Any:
             return found
         if default is not None:
             return default
-        raise ConfigError(f"{where[:-1]}: environment variable {name} is not set")
+        problems.append(f"{where[:-1]}: environment variable {name} is not set")
+        return ""
 
     return _Interpolated(_VARIABLE.sub(substitute, value))
 
@@ -305,36 +366,36 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     data[keys[-1]] = value
 
 
-def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+def _build(cls: type[Any], data: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    """The dataclass `cls` from `data`; a setting with a problem is noted and keeps its
+    default, so that every problem is found in one pass."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown setting {where}{unknown[0]}")
+    for name in sorted(set(data) - known):
+        problems.append(f"unknown setting {where}{name}")
     values: dict[str, Any] = {}
     for name, value in data.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}{name} must be a section")
-            values[name] = _build(kind, value, f"{where}{name}.")  # type: ignore[arg-type]
-        elif typing.get_origin(kind) is list:
-            (item,) = typing.get_args(kind)
-            if isinstance(value, _Interpolated):
-                value = _yaml_list(value, f"{where}{name}")
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}{name} must be a list")
-            values[name] = [_item(item, v, f"{where}{name}[{i}]") for i, v in enumerate(value)]
-        else:
-            values[name] = _coerce(kind, value, f"{where}{name}")
+        if name not in known:
+            continue
+        try:
+            values[name] = _value(hints[name], value, f"{where}{name}", problems)
+        except ConfigError as exc:
+            problems += exc.problems
     return cls(**values)
 
 
-def _item(kind: Any, value: Any, name: str) -> Any:
+def _value(kind: Any, value: Any, name: str, problems: list[str]) -> Any:
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be a section")
-        return _build(kind, value, f"{name}.")  # type: ignore[arg-type]
+        return _build(kind, value, f"{name}.", problems)  # type: ignore[arg-type]
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if isinstance(value, _Interpolated):
+            value = _yaml_list(value, name)
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list")
+        return [_value(item, v, f"{name}[{i}]", problems) for i, v in enumerate(value)]
     return _coerce(kind, value, name)
 
 
