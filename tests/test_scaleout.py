@@ -283,6 +283,9 @@ def test_postgres_outage_is_a_503_and_the_instance_recovers(
             database.stop()
             r = client.get("/v2/down/pg/manifests/v1", headers={"Accept": OCI_MANIFEST})
             assert_unavailable(r)
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["storage"] == "ok" and ready.json()["metadata"] != "ok"
             assert_unavailable(client.post("/v2/down/pg/blobs/uploads/"))
             database.start()
             wait_until_ok(
@@ -314,6 +317,9 @@ def test_object_store_outage_is_a_503_and_the_instance_recovers(
             r = client.put(with_query(location, digest=digest_of(data)), content=data)
             assert_unavailable(r)
             assert_unavailable(client.post("/v2/down/s3/blobs/uploads/"))
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["metadata"] == "ok" and ready.json()["storage"] != "ok"
             # Manifests and tags need only PostgreSQL.
             r = client.get("/v2/down/s3/manifests/v1", headers={"Accept": OCI_MANIFEST})
             assert r.status_code == 200

@@ -11,8 +11,9 @@ from pathlib import Path
 from aiohttp import web
 
 from cargobay.api.auth import auth_middleware
-from cargobay.api.common import GUARD_KEY, REGISTRY_KEY
+from cargobay.api.common import GUARD_KEY, REGISTRY_KEY, SHUTTING_DOWN_KEY
 from cargobay.api.errors import errors_middleware
+from cargobay.api.lifecycle import IN_FLIGHT_KEY, RequestsInFlight, lifecycle_middleware
 from cargobay.api.routes import add_routes
 from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
@@ -110,9 +111,14 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
 
 
 def create_app(config: Config, registry: Registry | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[lifecycle_middleware, errors_middleware, auth_middleware],
+        client_max_size=1 << 20,
+    )
     app[REGISTRY_KEY] = registry or build_registry(config)
     app[GUARD_KEY] = build_guard(config, app[REGISTRY_KEY].metadata)
+    app[SHUTTING_DOWN_KEY] = asyncio.Event()
+    app[IN_FLIGHT_KEY] = RequestsInFlight()
     app.on_response_prepare.append(_add_api_version)
     app.cleanup_ctx.append(_lifecycle)
     add_routes(app)

@@ -21,6 +21,8 @@ import time
 
 from aiohttp import web
 
+from cargobay.api.common import SHUTTING_DOWN_KEY
+from cargobay.api.lifecycle import IN_FLIGHT_KEY
 from cargobay.app import build_guard, build_metadata_store, create_app
 from cargobay.config import Config
 from cargobay.errors import Unavailable
@@ -180,10 +182,17 @@ async def _serve_forever(config: Config, sock: socket.socket) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=_ssl_context(config)).start()
+    site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
+    await site.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     await stopped.wait()
+    # Graceful: readiness off, no new connections, requests in flight finish (up to a
+    # deadline), then close. See cargobay.api.lifecycle for why not runner.cleanup() alone.
+    app[SHUTTING_DOWN_KEY].set()
+    await site.stop()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app[IN_FLIGHT_KEY].wait_idle(), SHUTDOWN_TIMEOUT)
     await runner.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -14,6 +15,8 @@ from cargobay.registry.registry import Registry
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY: web.AppKey[Guard | None] = web.AppKey("guard")
+# Set when a graceful shutdown begins (server.py): /readyz answers 503 from then on.
+SHUTTING_DOWN_KEY = web.AppKey("shutting_down", asyncio.Event)
 IDENTITY_KEY = "cargobay.identity"
 
 # How much of a request body the server takes from the socket buffer at once.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargobay.api import auth, blobs, discovery, manifests, uploads
+from cargobay.api import auth, blobs, discovery, health, manifests, uploads
 
 NAME = r"{name:.+}"
 
@@ -35,6 +35,9 @@ ROUTES: list[tuple[str, str, object]] = [
     ("GET", "/auth/token", auth.issue_token),
     ("POST", "/auth/token", auth.issue_token),
     ("GET", "/auth/jwks", auth.jwks),
+    # Health checks for load balancers.
+    ("GET", "/healthz", health.healthz),
+    ("GET", "/readyz", health.readyz),
 ]
 
 

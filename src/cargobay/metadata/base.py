@@ -95,6 +95,10 @@ class MetadataStore(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise cargobay.errors.Unavailable unless the store answers (for /readyz)."""
+
     # -- repositories ------------------------------------------------------------------------
     @abstractmethod
     async def repository_exists(self, name: str) -> bool: ...

@@ -277,6 +277,9 @@ class PostgresMetadataStore(MetadataStore):
         return int(repo_id)
 
     # -- repositories --------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._fetchrow("SELECT 1")
+
     async def repository_exists(self, name: str) -> bool:
         return await self._fetchrow("SELECT 1 FROM repositories WHERE name = $1", name) is not None
 

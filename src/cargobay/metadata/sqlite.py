@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
+from cargobay.errors import Unavailable
 from cargobay.metadata.base import (
     ApiTokenRecord,
     ManifestRecord,
@@ -176,6 +177,12 @@ class SQLiteMetadataStore(MetadataStore):
         return int(cursor.lastrowid or 0)
 
     # -- repositories ----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        try:
+            self._db.execute("SELECT 1 FROM repositories LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"metadata database: {exc}") from None
+
     async def repository_exists(self, name: str) -> bool:
         return self._repository_id(self._db, name) is not None
 

@@ -75,5 +75,9 @@ class BlobStore(ABC):
     @abstractmethod
     async def cancel_upload(self, upload_id: str) -> None: ...
 
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise cargobay.errors.Unavailable unless the store can be used (for /readyz)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""

@@ -19,6 +19,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
+from cargobay.errors import Unavailable
 from cargobay.registry.digest import Digest
 from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, UploadMissing
 
@@ -30,6 +31,11 @@ class FilesystemBlobStore(BlobStore):
         self._uploads = self.root / "uploads"
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._uploads.mkdir(parents=True, exist_ok=True)
+
+    async def ping(self) -> None:
+        for folder in (self._blobs, self._uploads):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise Unavailable(f"blob storage folder {folder} is missing or not writable")
 
     def _blob_path(self, digest: Digest) -> str:
         return f"{self._blobs}/{digest.algorithm}/{digest.encoded[:2]}/{digest.encoded}"

@@ -171,6 +171,10 @@ class S3BlobStore(BlobStore):
         return f"{self._upload_dir(upload_id)}{offset:0{OFFSET_DIGITS}d}"
 
     # -- blobs -----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        with _unavailable("LIST bucket"):
+            await anext(aiter(obstore.list(self._store, self._root or None, chunk_size=1)), None)
+
     async def stat(self, digest: Digest) -> BlobStat | None:
         with _unavailable("HEAD blob"):
             try:
