@@ -145,6 +145,29 @@ class AuthConfig:
 
 
 @dataclass
+class WebhookConfig:
+    """One endpoint that receives distribution-compatible event envelopes by POST."""
+
+    url: str = ""
+    name: str = ""  # in logs and metrics; default: the URL's host
+    # Extra request headers, each "Name: value", e.g. "Authorization: Bearer xyz".
+    headers: list[str] = field(default_factory=list)
+    timeout_seconds: int = 5
+    # Failed deliveries are retried with exponential backoff, from backoff_seconds up to
+    # max_backoff_seconds; events wait in the durable queue meanwhile, in order.
+    backoff_seconds: int = 1
+    max_backoff_seconds: int = 300
+    # Only events with these actions (push, pull, delete) and target media types; empty: all.
+    actions: list[str] = field(default_factory=list)
+    media_types: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NotificationsConfig:
+    endpoints: list[WebhookConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -160,6 +183,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -296,6 +320,15 @@ def _check(config: Config) -> list[str]:
             )
         for action in sorted(set(rule.actions) - {"pull", "push", "delete", "*"}):
             problems.append(f"{where}.actions: unknown action {action!r}")
+    for index, endpoint in enumerate(config.notifications.endpoints):
+        where = f"notifications.endpoints[{index}]"
+        need(
+            endpoint.url.startswith(("http://", "https://")), f"{where}.url must be an http(s) URL"
+        )
+        for action in sorted(set(endpoint.actions) - {"push", "pull", "delete"}):
+            problems.append(f"{where}.actions: unknown action {action!r}")
+        for header in endpoint.headers:
+            need(":" in header, f"{where}.headers: {header!r} is not 'Name: value'")
     return problems
 
 
