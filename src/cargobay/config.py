@@ -89,6 +89,8 @@ class RegistryConfig:
     upload_expiry_seconds: int = 7 * 24 * 3600
     # Largest manifest accepted (413 above it). The spec asks for at least 4 MiB.
     max_manifest_bytes: int = 4 * 1024 * 1024
+    # Maintenance: pushes and deletes answer 405 UNSUPPORTED, pulls keep working.
+    read_only: bool = False
 
 
 @dataclass

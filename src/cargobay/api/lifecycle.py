@@ -1,4 +1,5 @@
-"""Graceful shutdown support: count requests in flight and tell clients to go elsewhere.
+"""Lifecycle: graceful shutdown (count requests in flight, tell clients to go elsewhere) and
+read-only maintenance mode.
 
 aiohttp's own shutdown stops reading from connections at once, so a request whose body is
 still arriving (an upload chunk) could never finish. The server (server.py) therefore first
@@ -13,7 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from cargobay.api.common import SHUTTING_DOWN_KEY
+from cargobay.api.common import REGISTRY_KEY, SHUTTING_DOWN_KEY
+from cargobay.api.errors import error_response
+from cargobay.errors import Unsupported
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,10 +41,23 @@ class RequestsInFlight:
 
 
 IN_FLIGHT_KEY = web.AppKey("in_flight", RequestsInFlight)
+READ_ONLY = Unsupported(
+    "the registry is in read-only mode for maintenance: pulls work, pushes and deletes do not",
+    status=405,
+)
+
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @web.middleware
 async def lifecycle_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (
+        request.method in WRITES
+        and request.path.startswith("/v2/")
+        and request.app[REGISTRY_KEY].config.read_only
+    ):
+        return error_response(READ_ONLY)
     in_flight = request.app[IN_FLIGHT_KEY]
     in_flight.started()
     try:
