@@ -22,6 +22,7 @@ from cargobay.auth.robots import RobotTokens
 from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_certificates, load_jwks
 from cargobay.config import Config
 from cargobay.errors import Unavailable
+from cargobay.logs import add_request_id
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.postgres import PostgresMetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
@@ -120,6 +121,7 @@ def create_app(config: Config, registry: Registry | None = None) -> web.Applicat
     app[SHUTTING_DOWN_KEY] = asyncio.Event()
     app[IN_FLIGHT_KEY] = RequestsInFlight()
     app.on_response_prepare.append(_add_api_version)
+    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_lifecycle)
     add_routes(app)
     return app

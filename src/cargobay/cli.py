@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import ssl
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from cargobay.auth.robots import new_token
 from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config, masked
 from cargobay.errors import Unavailable
+from cargobay.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(yaml.safe_dump(masked(config), sort_keys=False), end="")
         return
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         run_command(args, config)
     except Unavailable as exc:

@@ -176,6 +176,10 @@ class Config:
     # Worker processes; 0 means one per CPU.
     workers: int = 0
     log_level: str = "info"
+    # text (for people), json or logfmt (for log pipelines); applies to every log line.
+    log_format: str = "text"
+    # One line per request (logger cargobay.access, at info level).
+    access_log: bool = True
     # Shared by every instance of one registry (set it the same everywhere, keep it secret):
     # the built-in token server derives its signing key from it when auth.token has no
     # signing_key file.
@@ -297,6 +301,11 @@ def _check(config: Config) -> list[str]:
         "metadata.synchronous must be OFF, NORMAL, FULL or EXTRA",
     )
     need(bool(config.tls.certificate) == bool(config.tls.key), "tls needs both certificate and key")
+    need(config.log_format in {"text", "json", "logfmt"}, "log_format must be text, json or logfmt")
+    need(
+        config.log_level in {"debug", "info", "warning", "error"},
+        "log_level must be debug, info, warning or error",
+    )
     token = config.auth.token
     signs = token.signing_key or (token.issuer and config.secret)
     verifiable = signs or token.jwks or token.root_certificates

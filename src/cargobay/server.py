@@ -26,6 +26,7 @@ from cargobay.api.lifecycle import IN_FLIGHT_KEY
 from cargobay.app import build_guard, build_metadata_store, create_app
 from cargobay.config import Config
 from cargobay.errors import Unavailable
+from cargobay.logs import AccessLogger
 
 log = logging.getLogger("cargobay")
 
@@ -177,7 +178,8 @@ async def _serve_forever(config: Config, sock: socket.socket) -> None:
     app = create_app(config)
     runner = web.AppRunner(
         app,
-        access_log=log.getChild("access") if config.log_level == "debug" else None,
+        access_log=log.getChild("access") if config.access_log else None,
+        access_log_class=AccessLogger,
         read_bufsize=READ_BUFSIZE,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )

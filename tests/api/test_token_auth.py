@@ -332,7 +332,8 @@ def test_no_credentials_or_tokens_in_logs(
         data={"grant_type": "refresh_token", "refresh_token": secrets[2], "service": "s"},
     )
     log = server.log()
-    assert "GET /v2/x/y/tags/list" in log  # the access log is on
+    assert "GET /v2/{name}/tags/list 404" in log  # the access log is on
+    assert "repository=x/y" in log
     for secret in [*secrets, "a-wrong-password"]:
         assert secret not in log
 

@@ -1,0 +1,113 @@
+"""Logging: one format for every process (text, JSON or logfmt) and the access log.
+
+Every record may carry structured fields (`extra={"fields": {...}}`); the access logger writes
+one record per request with method, route, repository, status, bytes, duration, client address,
+user and request id. Nothing here ever sees request headers, query strings or response headers,
+so credentials, tokens and presigned URL signatures cannot reach the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from cargobay.api.common import identity
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = "cargobay.request_id"
+# A client's own request id is kept when it looks like one (a proxy's, say), else replaced.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
+_LOGFMT_BARE = re.compile(r"[^\s=\"]+")
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style_name = style
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        if self.style_name == "json":
+            return json.dumps(fields, default=str)
+        if self.style_name == "logfmt":
+            return " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
+        extra = " ".join(f"{k}={_logfmt(v)}" for k, v in getattr(record, "fields", {}).items())
+        text = f"{fields['time']} {record.levelname} {record.name} [{record.process}] "
+        text += f"{fields['message']} {extra}".rstrip()
+        return text + (f"\n{fields['exception']}" if record.exc_info else "")
+
+
+def _logfmt(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if _LOGFMT_BARE.fullmatch(text) else json.dumps(text)
+
+
+def configure_logging(level: str, style: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter(style))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def request_id(request: web.Request) -> str:
+    """This request's id: the client's X-Request-Id if sane, else a new one."""
+    value: str | None = request.get(REQUEST_ID_KEY)
+    if value is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        value = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = value
+    return value
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response names its request."""
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Called by aiohttp once a response has been sent completely (streamed bodies too)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        assert isinstance(request, web.Request)
+        route = request.match_info.route.resource
+        fields = {
+            "method": request.method,
+            "route": route.canonical if route is not None else "",
+            "repository": request.match_info.get("name"),
+            "status": response.status,
+            "bytes_in": request.content_length or 0,
+            # Content-Length when known (every response but a chunked stream), else what was
+            # written, headers included.
+            "bytes_out": 0
+            if request.method == "HEAD"
+            else response.content_length or response.body_length,
+            "duration_ms": round(time * 1000, 3),
+            "client": request.remote,
+            "user": identity(request).user,
+            "request_id": request_id(request),
+        }
+        self.logger.info(
+            "%s %s %d", request.method, fields["route"], response.status, extra={"fields": fields}
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
