@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cargobay import metrics
 from cargobay.api.auth import auth_middleware
 from cargobay.api.common import GUARD_KEY, REGISTRY_KEY, SHUTTING_DOWN_KEY
 from cargobay.api.errors import errors_middleware
@@ -64,7 +65,9 @@ def build_metadata_store(config: Config) -> MetadataStore:
 
 
 def build_registry(config: Config) -> Registry:
-    return Registry(build_blob_store(config), build_metadata_store(config), config.registry)
+    blobs = metrics.instrument(build_blob_store(config), "blobs")
+    metadata = metrics.instrument(build_metadata_store(config), "metadata")
+    return Registry(blobs, metadata, config.registry)
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
@@ -129,11 +132,15 @@ def create_app(config: Config, registry: Registry | None = None) -> web.Applicat
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     registry = app[REGISTRY_KEY]
-    expiry = asyncio.create_task(_expire_uploads(registry))
+    tasks = [
+        asyncio.create_task(_expire_uploads(registry)),
+        asyncio.create_task(metrics.refresh_totals(registry.metadata.statistics)),
+    ]
     yield
-    expiry.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await expiry
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await registry.blobs.close()
     await registry.metadata.close()
 

@@ -170,6 +170,12 @@ class NotificationsConfig:
 
 
 @dataclass
+class MetricsConfig:
+    # HOST:PORT of the Prometheus /metrics listener, apart from the registry's own; unset: off.
+    listen: str | None = None
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -190,13 +196,16 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ConfigError(f"listen must be HOST:PORT, not {self.listen!r}")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return _host_port(self.listen, "listen")
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        listen = self.metrics.listen
+        return _host_port(listen, "metrics.listen") if listen else None
 
     @property
     def worker_count(self) -> int:
@@ -209,6 +218,13 @@ class Config:
     @property
     def metadata_path(self) -> Path:
         return Path(self.metadata.path or Path(self.data_dir) / "metadata.db")
+
+
+def _host_port(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{name} must be HOST:PORT, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def load_config(
@@ -271,10 +287,11 @@ def _check(config: Config) -> list[str]:
         if not condition:
             problems.append(problem)
 
-    try:
-        config.host_port  # noqa: B018
-    except ConfigError as exc:
-        problems += exc.problems
+    for address in ("host_port", "metrics_host_port"):
+        try:
+            getattr(config, address)
+        except ConfigError as exc:
+            problems += exc.problems
     need(
         config.storage.driver in {"filesystem", "s3"},
         f"storage.driver: unknown storage driver {config.storage.driver!r}",

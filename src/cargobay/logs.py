@@ -18,10 +18,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from cargobay import metrics
 from cargobay.api.common import identity
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_KEY = "cargobay.request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 # A client's own request id is kept when it looks like one (a proxy's, say), else replaced.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 _LOGFMT_BARE = re.compile(r"[^\s=\"]+")
@@ -69,7 +70,7 @@ def configure_logging(level: str, style: str) -> None:
 
 def request_id(request: web.Request) -> str:
     """This request's id: the client's X-Request-Id if sane, else a new one."""
-    value: str | None = request.get(REQUEST_ID_KEY)
+    value = request.get(REQUEST_ID_KEY)
     if value is None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
         value = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
@@ -83,31 +84,41 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Called by aiohttp once a response has been sent completely (streamed bodies too)."""
+    """Called by aiohttp once a response has been sent completely (streamed bodies too): the
+    access log line and the request metrics."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         assert isinstance(request, web.Request)
-        route = request.match_info.route.resource
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        bytes_in = request.content_length or 0
+        # Content-Length when known (every response but a chunked stream), else what was
+        # written, headers included.
+        bytes_out = response.content_length or response.body_length
+        if request.method == "HEAD":
+            bytes_out = 0
+        recorder = metrics.current()
+        if recorder is not None:
+            recorder.observe_request(
+                route, request.method, response.status, time, bytes_in, bytes_out
+            )
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
         fields = {
             "method": request.method,
-            "route": route.canonical if route is not None else "",
+            "route": route,
             "repository": request.match_info.get("name"),
             "status": response.status,
-            "bytes_in": request.content_length or 0,
-            # Content-Length when known (every response but a chunked stream), else what was
-            # written, headers included.
-            "bytes_out": 0
-            if request.method == "HEAD"
-            else response.content_length or response.body_length,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
             "duration_ms": round(time * 1000, 3),
             "client": request.remote,
             "user": identity(request).user,
             "request_id": request_id(request),
         }
-        self.logger.info(
-            "%s %s %d", request.method, fields["route"], response.status, extra={"fields": fields}
-        )
+        message = f"{request.method} {route} {response.status}"
+        self.logger.info(message, extra={"fields": fields})
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        return metrics.current() is not None or self.logger.isEnabledFor(logging.INFO)

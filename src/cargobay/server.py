@@ -21,12 +21,14 @@ import time
 
 from aiohttp import web
 
+from cargobay import metrics
 from cargobay.api.common import SHUTTING_DOWN_KEY
 from cargobay.api.lifecycle import IN_FLIGHT_KEY
 from cargobay.app import build_guard, build_metadata_store, create_app
 from cargobay.config import Config
 from cargobay.errors import Unavailable
 from cargobay.logs import AccessLogger
+from cargobay.metrics import prepare_multiprocess_dir, serve_metrics, worker_exited
 
 log = logging.getLogger("cargobay")
 
@@ -58,10 +60,18 @@ def serve(config: Config) -> None:
         f" data in {config.data_dir})",
         flush=True,
     )
-    if workers == 1:
-        _run_worker(config, sock)
-    else:
-        _supervise(config, sock, workers)
+    stop_metrics = None
+    if config.metrics_host_port is not None:
+        prepare_multiprocess_dir()  # before any worker imports prometheus_client
+        stop_metrics = serve_metrics(config.metrics_host_port)
+    try:
+        if workers == 1:
+            _run_worker(config, sock)
+        else:
+            _supervise(config, sock, workers)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
 
 
 def _migrate(config: Config) -> None:
@@ -138,6 +148,7 @@ def _supervise(config: Config, sock: socket.socket, count: int) -> None:
         except ChildProcessError:
             break
         started = children.pop(pid)
+        worker_exited(pid)
         if stopping:
             continue
         if time.monotonic() - started < CRASH_LOOP_SECONDS:
@@ -175,10 +186,12 @@ def _run_worker(config: Config, sock: socket.socket) -> None:
 
 
 async def _serve_forever(config: Config, sock: socket.socket) -> None:
+    if not config.access_log:  # the access logger still runs when it records metrics
+        logging.getLogger("cargobay.access").setLevel(logging.WARNING)
     app = create_app(config)
     runner = web.AppRunner(
         app,
-        access_log=log.getChild("access") if config.access_log else None,
+        access_log=log.getChild("access") if config.access_log or metrics.current() else None,
         access_log_class=AccessLogger,
         read_bufsize=READ_BUFSIZE,
         shutdown_timeout=SHUTDOWN_TIMEOUT,

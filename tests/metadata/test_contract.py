@@ -262,3 +262,17 @@ async def test_concurrent_puts_moving_one_tag(meta: MetadataStore) -> None:
     assert await meta.list_tags("r", None, 10) == ["latest", "stable"]
     for record in records:
         assert await meta.get_manifest("r", record.digest) is not None
+
+
+async def test_statistics_count_what_is_stored(meta: MetadataStore) -> None:
+    empty = await meta.statistics()
+    assert (empty.repositories, empty.blobs, empty.blob_bytes, empty.manifests) == (0, 0, 0, 0)
+    await meta.link_blob("a/b", d("layer"), 100)
+    await meta.link_blob("a/c", d("layer"), 100)  # stored once, linked twice
+    await meta.link_blob("a/b", d("config"), 7)
+    record = manifest("m", blob_references=(d("layer"), d("config")))
+    await meta.put_manifest("a/b", record, ["v1", "latest"])
+    await meta.create_upload(UploadRecord("u1", "a/b", "sha256"))
+    stats = await meta.statistics()
+    assert (stats.repositories, stats.blobs, stats.blob_bytes) == (2, 2, 107)
+    assert (stats.manifests, stats.tags, stats.uploads) == (1, 2, 1)

@@ -17,7 +17,7 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY: web.AppKey[Guard | None] = web.AppKey("guard")
 # Set when a graceful shutdown begins (server.py): /readyz answers 503 from then on.
 SHUTTING_DOWN_KEY = web.AppKey("shutting_down", asyncio.Event)
-IDENTITY_KEY = "cargobay.identity"
+IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 # How much of a request body the server takes from the socket buffer at once.
 BODY_CHUNK = 1 << 20

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from cargobay import metrics
 from cargobay.api.common import REGISTRY_KEY, SHUTTING_DOWN_KEY
 from cargobay.api.errors import error_response
 from cargobay.errors import Unsupported
@@ -60,10 +61,18 @@ async def lifecycle_middleware(request: web.Request, handler: Handler) -> web.St
         return error_response(READ_ONLY)
     in_flight = request.app[IN_FLIGHT_KEY]
     in_flight.started()
+    recorder = metrics.current()
+    uploading = recorder is not None and "/blobs/uploads/" in request.path
+    if uploading:
+        assert recorder is not None
+        recorder.uploads_in_progress.inc()
     try:
         response = await handler(request)
     finally:
         in_flight.finished()
+        if uploading:
+            assert recorder is not None
+            recorder.uploads_in_progress.dec()
     if request.app[SHUTTING_DOWN_KEY].is_set():
         response.force_close()  # a keep-alive client reconnects, to another instance
     return response

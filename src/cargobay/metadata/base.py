@@ -69,6 +69,18 @@ class ApiTokenRecord:
     kind: str = "robot"  # or "refresh": a token server refresh token for user `name`
 
 
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """Totals for metrics. Blobs count until garbage collection removes them, linked or not."""
+
+    repositories: int
+    blobs: int
+    blob_bytes: int
+    manifests: int
+    tags: int
+    uploads: int
+
+
 class UploadLocked(Exception):
     """Another request holds the upload session."""
 
@@ -98,6 +110,9 @@ class MetadataStore(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise cargobay.errors.Unavailable unless the store answers (for /readyz)."""
+
+    @abstractmethod
+    async def statistics(self) -> StoreStatistics: ...
 
     # -- repositories ------------------------------------------------------------------------
     @abstractmethod

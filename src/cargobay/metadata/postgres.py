@@ -46,6 +46,7 @@ from cargobay.metadata.base import (
     MetadataStore,
     MissingReferences,
     Referrer,
+    StoreStatistics,
     UploadLocked,
     UploadRecord,
 )
@@ -279,6 +280,15 @@ class PostgresMetadataStore(MetadataStore):
     # -- repositories --------------------------------------------------------------------------
     async def ping(self) -> None:
         await self._fetchrow("SELECT 1")
+
+    async def statistics(self) -> StoreStatistics:
+        row = await self._fetchrow(
+            """SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM blobs),
+                 (SELECT coalesce(sum(size), 0) FROM blobs), (SELECT count(*) FROM manifests),
+                 (SELECT count(*) FROM tags), (SELECT count(*) FROM uploads)"""
+        )
+        assert row is not None  # an aggregate query always returns its one row
+        return StoreStatistics(*row)
 
     async def repository_exists(self, name: str) -> bool:
         return await self._fetchrow("SELECT 1 FROM repositories WHERE name = $1", name) is not None

@@ -27,6 +27,7 @@ from cargobay.metadata.base import (
     MetadataStore,
     MissingReferences,
     Referrer,
+    StoreStatistics,
     UploadLocked,
     UploadRecord,
 )
@@ -182,6 +183,14 @@ class SQLiteMetadataStore(MetadataStore):
             self._db.execute("SELECT 1 FROM repositories LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise Unavailable(f"metadata database: {exc}") from None
+
+    async def statistics(self) -> StoreStatistics:
+        row = self._db.execute(
+            """SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM blobs),
+                 (SELECT coalesce(sum(size), 0) FROM blobs), (SELECT count(*) FROM manifests),
+                 (SELECT count(*) FROM tags), (SELECT count(*) FROM uploads)"""
+        ).fetchone()
+        return StoreStatistics(*row)
 
     async def repository_exists(self, name: str) -> bool:
         return self._repository_id(self._db, name) is not None
