@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from cargobay import metrics
 from cargobay.api.auth import auth_middleware
 from cargobay.api.common import GUARD_KEY, REGISTRY_KEY, SHUTTING_DOWN_KEY
 from cargobay.api.errors import errors_middleware
 from cargobay.api.lifecycle import IN_FLIGHT_KEY, RequestsInFlight, lifecycle_middleware
+from cargobay.api.limits import rate_limit_middleware
 from cargobay.api.routes import add_routes
 from cargobay.auth.guard import Guard, TokenService
 from cargobay.auth.htpasswd import Htpasswd
@@ -115,10 +117,11 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
 
 
 def create_app(config: Config, registry: Registry | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[lifecycle_middleware, errors_middleware, auth_middleware],
-        client_max_size=1 << 20,
-    )
+    middlewares: list[Middleware] = [lifecycle_middleware, errors_middleware, auth_middleware]
+    limit = rate_limit_middleware(config.rate_limit)
+    if limit is not None:
+        middlewares.append(limit)
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[REGISTRY_KEY] = registry or build_registry(config)
     app[GUARD_KEY] = build_guard(config, app[REGISTRY_KEY].metadata)
     app[SHUTTING_DOWN_KEY] = asyncio.Event()

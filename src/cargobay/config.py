@@ -170,6 +170,15 @@ class NotificationsConfig:
 
 
 @dataclass
+class RateLimitConfig:
+    # Requests per second per client address and per signed-in user on /v2/ (0: no limit),
+    # with bursts of up to `burst` requests; counted per worker process. Over it: 429.
+    per_client: int = 0
+    per_user: int = 0
+    burst: int = 100
+
+
+@dataclass
 class MetricsConfig:
     # HOST:PORT of the Prometheus /metrics listener, apart from the registry's own; unset: off.
     listen: str | None = None
@@ -197,6 +206,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
