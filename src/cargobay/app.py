@@ -29,6 +29,7 @@ from cargobay.logs import add_request_id
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.postgres import PostgresMetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
+from cargobay.notifications import setup_notifications
 from cargobay.registry.registry import Registry
 from cargobay.storage.base import BlobStore
 from cargobay.storage.filesystem import FilesystemBlobStore
@@ -129,6 +130,7 @@ def create_app(config: Config, registry: Registry | None = None) -> web.Applicat
     app.on_response_prepare.append(_add_api_version)
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_lifecycle)
+    setup_notifications(app, config, app[REGISTRY_KEY])
     add_routes(app)
     return app
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from cargobay.api.common import registry, repository
 from cargobay.errors import RangeNotSatisfiable
+from cargobay.notifications import publish
 from cargobay.registry.registry import BlobLocation
 
 OCTET_STREAM = "application/octet-stream"
@@ -16,8 +17,9 @@ SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     head = request.method == "HEAD"
+    name = repository(request)
     blob = await registry(request).locate_blob(
-        repository(request), request.match_info["digest"], for_download=not head
+        name, request.match_info["digest"], for_download=not head
     )
     headers = {
         "Docker-Content-Digest": str(blob.digest),
@@ -29,6 +31,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if head:
         headers["Content-Length"] = str(blob.size)
         return web.Response(headers=headers)
+    await publish.blob_pulled(request, name, str(blob.digest), blob.size)
     if blob.url is not None:
         raise web.HTTPTemporaryRedirect(blob.url, headers=headers)
     if blob.path is not None:
@@ -75,5 +78,8 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def delete_blob(request: web.Request) -> web.StreamResponse:
-    await registry(request).delete_blob(repository(request), request.match_info["digest"])
+    name = repository(request)
+    digest = request.match_info["digest"]
+    await registry(request).delete_blob(name, digest)
+    await publish.blob_deleted(request, name, digest)
     return web.Response(status=202, headers={"Content-Length": "0"})

@@ -6,6 +6,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from cargobay.api.common import read_limited, registry, repository
+from cargobay.notifications import publish
 
 
 def _accepted_types(request: web.Request) -> list[str]:
@@ -21,9 +22,9 @@ def _accepted_types(request: web.Request) -> list[str]:
 
 
 async def get_manifest(request: web.Request) -> web.StreamResponse:
-    manifest = await registry(request).get_manifest(
-        repository(request), request.match_info["reference"], _accepted_types(request)
-    )
+    name = repository(request)
+    reference = request.match_info["reference"]
+    manifest = await registry(request).get_manifest(name, reference, _accepted_types(request))
     headers = {
         "Content-Type": manifest.media_type,
         "Docker-Content-Digest": manifest.digest,
@@ -32,6 +33,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         headers["Content-Length"] = str(manifest.size)
         return web.Response(headers=headers)
+    await publish.manifest_pulled(request, name, manifest, reference)
     return web.Response(body=manifest.content, headers=headers)
 
 
@@ -57,9 +59,13 @@ async def put_manifest(request: web.Request) -> web.StreamResponse:
         headers.add("OCI-Tag", tag)
     if manifest.subject:
         headers["OCI-Subject"] = manifest.subject
+    await publish.manifest_pushed(request, name, manifest, tags)
     return web.Response(status=201, headers=headers)
 
 
 async def delete_manifest(request: web.Request) -> web.StreamResponse:
-    await registry(request).delete_manifest(repository(request), request.match_info["reference"])
+    name = repository(request)
+    reference = request.match_info["reference"]
+    await registry(request).delete_manifest(name, reference)
+    await publish.manifest_deleted(request, name, reference)
     return web.Response(status=202, headers={"Content-Length": "0"})

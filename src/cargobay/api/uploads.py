@@ -6,6 +6,7 @@ from aiohttp import web
 
 from cargobay.api.common import body_chunks, guard, identity, registry, repository
 from cargobay.metadata.base import UploadRecord
+from cargobay.notifications import publish
 from cargobay.registry.names import check_name
 from cargobay.registry.uploads import ChunkRange, range_header, upload_location
 
@@ -54,6 +55,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
         # With authentication on, only a named source the caller may read is searched.
         size = await reg.mount_blob(name, mount, source, anywhere=auth is None)
         if size is not None:
+            await publish.blob_pushed(request, name, mount, size, from_repository=source)
             return _blob_created(name, mount)
 
     upload = await reg.uploads.start(name, query.get("digest-algorithm"))
@@ -62,12 +64,13 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
         return web.Response(status=202, headers=_session_headers(upload))
     # Single-request monolithic push: the body is the whole blob.
     try:
-        verified, _ = await reg.uploads.complete(
+        verified, size = await reg.uploads.complete(
             upload, digest, body_chunks(request), _chunk_range(request), request.content_length
         )
     except BaseException:
         await reg.uploads.cancel(upload)
         raise
+    await publish.blob_pushed(request, name, str(verified), size)
     return _blob_created(name, str(verified))
 
 
@@ -84,13 +87,14 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
     name = repository(request)
     reg = registry(request)
     async with reg.uploads.session(name, request.match_info["upload_id"]) as upload:
-        digest, _ = await reg.uploads.complete(
+        digest, size = await reg.uploads.complete(
             upload,
             request.query.get("digest"),
             body_chunks(request) if request.body_exists else None,
             _chunk_range(request),
             request.content_length,
         )
+    await publish.blob_pushed(request, name, str(digest), size)
     return _blob_created(name, str(digest))
 
 

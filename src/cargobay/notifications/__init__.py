@@ -1,0 +1,6 @@
+"""Webhook notifications in distribution's format, through a durable queue in the metadata
+database. See docs/operations-webhooks.md."""
+
+from cargobay.notifications.notifier import NOTIFIER_KEY, Notifier, setup_notifications, stats
+
+__all__ = ["NOTIFIER_KEY", "Notifier", "setup_notifications", "stats"]
