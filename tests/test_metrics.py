@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -72,3 +73,24 @@ def test_metrics_count_requests_bytes_and_store_calls(
     assert "cargobay_store_errors_total" not in {name for name, _ in after if moved(name) > 0}
     # Registry totals are refreshed at start (then every 30 s): present, and counting.
     assert ("cargobay_blobs", ()) in after and ("cargobay_blob_bytes", ()) in after
+
+
+def test_webhook_delivery_metrics(start_registry: Callable[..., RegistryProcess]) -> None:
+    port = free_port()
+    nowhere = f"http://127.0.0.1:{free_port()}/events"  # nothing listens: every attempt fails
+    server = start_registry(
+        workers=1,
+        config={
+            "metrics": {"listen": f"127.0.0.1:{port}"},
+            "notifications": {"endpoints": [{"name": "down", "url": nowhere}]},
+        },
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        push_image(client, "hooks/app", "v1")
+    for _ in range(100):  # poll: the first attempt happens right away
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        if value(samples, "cargobay_webhook_delivery_failures_total", endpoint="down") >= 1:
+            break
+        threading.Event().wait(0.1)
+    assert value(samples, "cargobay_webhook_delivery_failures_total", endpoint="down") >= 1
+    assert value(samples, "cargobay_webhook_events_delivered_total", endpoint="down") == 0

@@ -8,8 +8,9 @@ imports it, and this module imports it only inside functions.
 
 What is measured: every request (by route, method and status: count, duration, bytes in and
 out), upload requests in progress, every metadata-store and blob-store call (duration and
-errors), and registry totals (repositories, blobs, stored bytes, manifests, tags, open upload
-sessions) refreshed by one worker every STATISTICS_INTERVAL seconds.
+errors), webhook deliveries (accepted events, failed attempts, events pending), and registry
+totals (repositories, blobs, stored bytes, manifests, tags, open upload sessions) refreshed by
+every worker every STATISTICS_INTERVAL seconds.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ class Metrics:
             "cargobay_store_errors_total",
             "Failed metadata-store and blob-store calls",
             ["store", "driver", "operation"],
+        )
+        self.webhook_delivered = Counter(
+            "cargobay_webhook_events_delivered_total", "Events endpoints accepted", ["endpoint"]
+        )
+        self.webhook_failures = Counter(
+            "cargobay_webhook_delivery_failures_total",
+            "Failed delivery attempts (error, timeout or non-2xx answer)",
+            ["endpoint"],
+        )
+        self.webhook_pending = Gauge(
+            "cargobay_webhook_events_pending",
+            "Events waiting in the durable queue, as last counted",
+            ["endpoint"],
+            multiprocess_mode="mostrecent",
         )
         self.totals = {
             name: Gauge(
@@ -146,6 +161,21 @@ def worker_exited(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def webhook_delivery(endpoint: str, *, delivered: int = 0, failed: int = 0) -> None:
+    metrics = current()
+    if metrics is not None:
+        if delivered:
+            metrics.webhook_delivered.labels(endpoint).inc(delivered)
+        if failed:
+            metrics.webhook_failures.labels(endpoint).inc(failed)
+
+
+def webhook_pending(endpoint: str, pending: int) -> None:
+    metrics = current()
+    if metrics is not None:
+        metrics.webhook_pending.labels(endpoint).set(pending)
 
 
 def instrument(store: T, kind: str) -> T:

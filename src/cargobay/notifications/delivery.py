@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from cargobay import metrics
 from cargobay.config import WebhookConfig
 from cargobay.errors import Unavailable
 from cargobay.notifications.events import ENVELOPE_MEDIA_TYPE, EventFilter, envelope
@@ -163,6 +164,8 @@ class Deliverer:
             await store.remove(self.endpoint.key, [event.id for event in batch])
             self.stats.delivered += len(batch)
             self.stats.pending = max(self.stats.pending - len(batch), 0)
+            metrics.webhook_delivery(self.endpoint.name, delivered=len(batch))
+            metrics.webhook_pending(self.endpoint.name, self.stats.pending)
             self.stats.last_delivery = time.time()
             self._backoff = self.endpoint.backoff
             return
@@ -201,6 +204,7 @@ class Deliverer:
             reason = _describe(exc, endpoint.timeout)
         self.stats.failed_attempts += 1
         self.stats.last_failure = time.time()
+        metrics.webhook_delivery(endpoint.name, failed=1)
         # Never the headers (credentials) nor the URL (it may carry a token).
         log.warning(
             "webhook %s: delivering %d event(s) failed: %s; retrying in %gs",
@@ -227,6 +231,7 @@ class Deliverer:
         if now - self._counted_at >= COUNT_INTERVAL:
             self._counted_at = now
             self.stats.pending = await store.count(self.endpoint.key)
+            metrics.webhook_pending(self.endpoint.name, self.stats.pending)
 
     async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
         event = self._wake if wakeable else self._stopping
