@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,3 +68,22 @@ async def test_readiness_turns_off_when_shutdown_begins(tmp_path: Path) -> None:
         assert r.status == 503
         assert await r.json() == {"status": "shutting down"}
         assert (await client.get("/healthz")).status == 200
+
+
+def test_a_stalled_request_body_is_cut_off(
+    start_registry: Callable[..., RegistryProcess],
+) -> None:
+    server = start_registry(workers=1, config={"http": {"body_idle_timeout_seconds": 1}})
+    host, port = server.host.rsplit(":", 1)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        location = client.post("/v2/slow/loris/blobs/uploads/").headers["Location"]
+        with socket.create_connection((host, int(port)), timeout=30) as raw:
+            raw.sendall(
+                f"PATCH {location} HTTP/1.1\r\nHost: {host}\r\n"
+                "Content-Length: 1000\r\n\r\n0123456789".encode()
+            )  # ... and nothing more
+            answer = raw.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "BLOB_UPLOAD_INVALID" in answer and "stalled" in answer
+        status = client.get(location_url(location))
+        assert status.status_code == 204 and status.headers["Range"] == "0-0"

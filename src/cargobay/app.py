@@ -13,7 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from cargobay import metrics
 from cargobay.api.auth import auth_middleware
-from cargobay.api.common import GUARD_KEY, REGISTRY_KEY, SHUTTING_DOWN_KEY
+from cargobay.api.common import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY, SHUTTING_DOWN_KEY
 from cargobay.api.errors import errors_middleware
 from cargobay.api.lifecycle import IN_FLIGHT_KEY, RequestsInFlight, lifecycle_middleware
 from cargobay.api.limits import rate_limit_middleware
@@ -123,6 +123,7 @@ def create_app(config: Config, registry: Registry | None = None) -> web.Applicat
     if limit is not None:
         middlewares.append(limit)
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
+    app[CONFIG_KEY] = config
     app[REGISTRY_KEY] = registry or build_registry(config)
     app[GUARD_KEY] = build_guard(config, app[REGISTRY_KEY].metadata)
     app[SHUTTING_DOWN_KEY] = asyncio.Event()

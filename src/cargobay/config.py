@@ -170,6 +170,13 @@ class NotificationsConfig:
 
 
 @dataclass
+class HTTPConfig:
+    # A request body that sends nothing for this long is cut off with 408 (a stalled or
+    # hostile client holds an upload no longer than this).
+    body_idle_timeout_seconds: int = 60
+
+
+@dataclass
 class RateLimitConfig:
     # Requests per second per client address and per signed-in user on /v2/ (0: no limit),
     # with bursts of up to `burst` requests; counted per worker process. Over it: 429.
@@ -207,6 +214,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -323,6 +331,10 @@ def _check(config: Config) -> list[str]:
         "metadata.url is required with the postgres driver",
     )
     need(config.metadata.pool_size >= 1, "metadata.pool_size must be at least 1")
+    need(
+        config.http.body_idle_timeout_seconds >= 1,
+        "http.body_idle_timeout_seconds must be at least 1",
+    )
     need(
         config.metadata.synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
         "metadata.synchronous must be OFF, NORMAL, FULL or EXTRA",

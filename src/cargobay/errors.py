@@ -145,6 +145,14 @@ class RangeNotSatisfiable(RegistryError):
     default_message = "requested range not satisfiable"
 
 
+class BodyTimeout(RegistryError):
+    """The client stopped sending its request body. The spec has no code for it."""
+
+    code = "BLOB_UPLOAD_INVALID"
+    status = 408
+    default_message = "request body stalled: nothing arrived within the idle timeout"
+
+
 class Unavailable(RegistryError):
     """A backing service (metadata database, object store) cannot be reached. Drivers raise it
     for connection failures so that clients get a clear, retryable 503 instead of a 500;

@@ -9,12 +9,14 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cargobay.auth.guard import ANONYMOUS, Guard, Identity
-from cargobay.errors import ManifestTooLarge, Unsupported
+from cargobay.config import Config
+from cargobay.errors import BodyTimeout, ManifestTooLarge, Unsupported
 from cargobay.registry.names import check_name
 from cargobay.registry.registry import Registry
 
 REGISTRY_KEY = web.AppKey("registry", Registry)
 GUARD_KEY: web.AppKey[Guard | None] = web.AppKey("guard")
+CONFIG_KEY = web.AppKey("config", Config)
 # Set when a graceful shutdown begins (server.py): /readyz answers 503 from then on.
 SHUTTING_DOWN_KEY = web.AppKey("shutting_down", asyncio.Event)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
@@ -56,8 +58,18 @@ def next_link(path: str, **params: str | int | None) -> str:
     return f'<{path}?{query}>; rel="next"'
 
 
-def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    return request.content.iter_chunked(BODY_CHUNK)
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; BodyTimeout (408) if it stalls for the idle timeout."""
+    idle = request.app[CONFIG_KEY].http.body_idle_timeout_seconds
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.read(BODY_CHUNK)
+        except TimeoutError:
+            raise BodyTimeout(f"request body stalled: nothing arrived for {idle} s") from None
+        if not chunk:
+            return
+        yield chunk
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -65,7 +77,7 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ManifestTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
     body = bytearray()
-    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+    async for chunk in body_chunks(request):
         body += chunk
         if len(body) > limit:
             raise ManifestTooLarge(f"body exceeds {limit} bytes")
