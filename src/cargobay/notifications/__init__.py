@@ -1,5 +1,5 @@
 """Webhook notifications in distribution's format, through a durable queue in the metadata
-database. See docs/operations-webhooks.md."""
+database. See docs/operations.md, "Webhooks"."""
 
 from cargobay.notifications.notifier import NOTIFIER_KEY, Notifier, setup_notifications, stats
 
