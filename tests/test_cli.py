@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import bcrypt
 import yaml
+
+from cargobay.metadata.sqlite import SQLiteMetadataStore
+from cargobay.registry.digest import Digest
+from cargobay.storage.filesystem import FilesystemBlobStore
 
 
 def cargobay(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -102,3 +109,43 @@ def test_config_dump_shows_the_effective_config_with_secrets_masked(tmp_path: Pa
     assert dumped["metadata"]["url"] == "postgresql://reg:***@db:5432/reg"
     for secret in ("hunter2", "pa55word", "s3cr3t"):
         assert secret not in env_run.stdout
+
+
+async def stored_blob(root: Path, data: bytes) -> Digest:
+    """A blob committed to a filesystem store and recorded in the SQLite metadata, as a push
+    would leave it."""
+    blobs = FilesystemBlobStore(root)
+    meta = SQLiteMetadataStore(root / "metadata.db")
+    meta.migrate()
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    await blobs.start_upload(digest.encoded)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    size = await blobs.append_upload(digest.encoded, 0, body())
+    await blobs.commit_upload(digest.encoded, size, digest)
+    await meta.link_blob("r/x", str(digest), size)
+    await meta.close()
+    return digest
+
+
+def test_verify_reports_missing_and_corrupt_blobs(tmp_path: Path) -> None:
+    good, gone, bad = (asyncio.run(stored_blob(tmp_path, d)) for d in (b"good", b"gone", b"bad!"))
+    ok = cargobay("verify", "--data-dir", str(tmp_path), "--digests")
+    assert ok.returncode == 0, ok.stderr
+    assert "checked 3 blobs, 12 bytes" in ok.stdout and "all good" in ok.stdout
+
+    def path(digest: Digest) -> Path:
+        return tmp_path / "blobs" / digest.algorithm / digest.encoded[:2] / digest.encoded
+
+    path(gone).unlink()
+    path(bad).write_bytes(b"bad?")  # same size, other bytes
+    quick = cargobay("verify", "--data-dir", str(tmp_path))
+    assert quick.returncode == 1
+    assert f"1 blobs missing from the blob store:\n  {gone}" in quick.stdout
+    assert str(bad) not in quick.stdout  # sizes match: only --digests reads the bytes
+    full = cargobay("verify", "--data-dir", str(tmp_path), "--digests")
+    assert full.returncode == 1
+    assert f"1 blobs with the wrong digest:\n  {bad}" in full.stdout
+    assert str(good) not in full.stdout

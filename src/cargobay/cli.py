@@ -10,15 +10,18 @@ import sys
 from pathlib import Path
 
 import yaml
+from rich.console import Console
+from rich.progress import DownloadColumn, MofNCompleteColumn, Progress
 
 from cargobay import __version__
-from cargobay.app import build_metadata_store
+from cargobay.app import build_metadata_store, build_registry
 from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.auth.robots import new_token
 from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config, masked
 from cargobay.errors import Unavailable
 from cargobay.logs import configure_logging
+from cargobay.registry.verify import verify_blobs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,6 +54,14 @@ def main(argv: list[str] | None = None) -> None:
         help="REPOSITORY-GLOB:ACTIONS the token grants, e.g. 'team/*:pull,push' (repeatable)",
     )
     _config_arguments(tokens)
+
+    check = commands.add_parser(
+        "verify", help="check that every blob the metadata knows is in the blob store"
+    )
+    _config_arguments(check)
+    check.add_argument(
+        "--digests", action="store_true", help="also read every blob and check its digest"
+    )
 
     configs = commands.add_parser("config", help="check or show the configuration")
     configs.add_argument("action", choices=["check", "dump"])
@@ -94,6 +105,9 @@ def run_command(args: argparse.Namespace, config: Config) -> None:
         asyncio.run(manage_tokens(config, args.action, args.name, args.scope))
     elif args.command == "user":
         manage_users(args.action, args.name, args.htpasswd or config.auth.htpasswd)
+    elif args.command == "verify":
+        if not asyncio.run(verify(config, args.digests)):
+            sys.exit(1)
     elif args.command == "migrate":
         build_metadata_store(config).migrate()
         print("metadata schema is up to date")
@@ -106,6 +120,44 @@ def run_command(args: argparse.Namespace, config: Config) -> None:
             sys.exit(f"cargobay: {exc}")
         except OSError as exc:
             sys.exit(f"cargobay: cannot start: {exc}")
+
+
+async def verify(config: Config, digests: bool) -> bool:
+    """`cargobay verify`: a progress bar while it walks the blobs, then a summary."""
+    registry = build_registry(config)
+    registry.metadata.migrate()
+    try:
+        total = await registry.metadata.statistics()
+        counter = DownloadColumn() if digests else MofNCompleteColumn()
+        with Progress(*Progress.get_default_columns(), counter, transient=True) as progress:
+            task = progress.add_task(
+                "checking blobs", total=total.blob_bytes if digests else total.blobs
+            )
+            report = await verify_blobs(
+                registry.metadata,
+                registry.blobs,
+                digests=digests,
+                progress=lambda size: progress.advance(task, size if digests else 1),
+            )
+    finally:
+        await registry.blobs.close()
+        await registry.metadata.close()
+    console = Console()
+    console.print(
+        f"checked {report.blobs} blobs, {report.bytes:,} bytes"
+        + (" (digests read and verified)" if digests else " (presence and size)")
+    )
+    for label, found in (
+        ("missing from the blob store", report.missing),
+        ("of the wrong size", report.wrong_size),
+        ("with the wrong digest", report.wrong_digest),
+    ):
+        if found:
+            console.print(f"[red]{len(found)} blobs {label}:[/red]")
+            for digest in found:
+                console.print(f"  {digest}")
+    console.print("[green]all good[/green]" if report.ok else "[red]problems found[/red]")
+    return report.ok
 
 
 async def manage_tokens(config: Config, action: str, name: str | None, scopes: list[str]) -> None:

@@ -276,3 +276,12 @@ async def test_statistics_count_what_is_stored(meta: MetadataStore) -> None:
     stats = await meta.statistics()
     assert (stats.repositories, stats.blobs, stats.blob_bytes) == (2, 2, 107)
     assert (stats.manifests, stats.tags, stats.uploads) == (1, 2, 1)
+
+
+async def test_list_blobs_pages_in_byte_order(meta: MetadataStore) -> None:
+    digests = sorted(d(f"blob{i}") for i in range(5))
+    for i, digest in enumerate(digests):
+        await meta.link_blob("r/a" if i % 2 else "r/b", digest, i)
+    first = await meta.list_blobs(None, 3)
+    assert first == [(digests[i], i) for i in range(3)]
+    assert await meta.list_blobs(first[-1][0], 3) == [(digests[i], i) for i in (3, 4)]

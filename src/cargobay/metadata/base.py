@@ -128,6 +128,10 @@ class MetadataStore(ABC):
         """Size of a blob known anywhere in the registry."""
 
     @abstractmethod
+    async def list_blobs(self, last: str | None, limit: int) -> list[tuple[str, int]]:
+        """(digest, size) of blobs stored anywhere, after `last` in byte order."""
+
+    @abstractmethod
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob if it is linked into `repository`."""
 

@@ -302,6 +302,10 @@ class PostgresMetadataStore(MetadataStore):
         row = await self._fetchrow("SELECT size FROM blobs WHERE digest = $1", digest)
         return None if row is None else int(row[0])
 
+    async def list_blobs(self, last: str | None, limit: int) -> list[tuple[str, int]]:
+        sql = "SELECT digest, size FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2"
+        return [(row[0], int(row[1])) for row in await self._fetch(sql, _after(last), limit)]
+
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         sql = (
             "SELECT b.size FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id"

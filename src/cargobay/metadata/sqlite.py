@@ -207,6 +207,13 @@ class SQLiteMetadataStore(MetadataStore):
         row = self._db.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else int(row[0])
 
+    async def list_blobs(self, last: str | None, limit: int) -> list[tuple[str, int]]:
+        rows = self._db.execute(
+            "SELECT digest, size FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?",
+            (last or "", limit),
+        )
+        return [(r[0], int(r[1])) for r in rows]
+
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
         row = self._db.execute(
             "SELECT b.size FROM repositories r"
