@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,3 +95,31 @@ def test_webhook_delivery_metrics(start_registry: Callable[..., RegistryProcess]
         threading.Event().wait(0.1)
     assert value(samples, "cargobay_webhook_delivery_failures_total", endpoint="down") >= 1
     assert value(samples, "cargobay_webhook_events_delivered_total", endpoint="down") == 0
+
+
+def test_ops_example_serves_metrics_json_logs_and_webhooks(
+    start_registry: Callable[..., RegistryProcess],
+) -> None:
+    """examples/ops.yml as documented: its variables set, nothing else."""
+    port = free_port()
+    example = Path(__file__).parent.parent / "examples" / "ops.yml"
+    server = start_registry(
+        workers=1,
+        config_file=example,
+        env={
+            "METRICS_LISTEN": f"127.0.0.1:{port}",
+            "WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/",
+        },
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.get("/v2/").status_code == 200
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert (
+        value(samples, "cargobay_http_requests_total", route="/v2/", method="GET", status="200")
+        == 1
+    )
+    server.stop()
+    assert any(
+        line.startswith('{"time"') and '"cargobay.access"' in line
+        for line in server.log().splitlines()
+    )
