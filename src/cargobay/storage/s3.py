@@ -61,6 +61,7 @@ OFFSET_DIGITS = 20
 # A stalled one is caught by read_timeout (it restarts with every read). The overall timeout is
 # long because it also runs while a slow client consumes a streamed GET.
 CLIENT_OPTIONS: ClientConfig = {"connect_timeout": "2s", "read_timeout": "20s", "timeout": "1h"}
+COPY_TIMEOUT = "30m"
 RETRY: RetryConfig = {
     "max_retries": 3,
     "retry_timeout": timedelta(seconds=5),
@@ -159,6 +160,9 @@ class S3BlobStore(BlobStore):
         # fork; obstore's runtime starts with the first request, and a process forked after
         # that hangs in obstore. Stores are built in the workers (server.py), after the fork.
         self._store = S3Store(bucket, config=config, client_options=options, retry_config=RETRY)
+        # A server-side copy answers only when it is done: minutes for a multi-GiB blob.
+        slow: ClientConfig = {**options, "read_timeout": COPY_TIMEOUT}
+        self._copier = S3Store(bucket, config=config, client_options=slow, retry_config=RETRY)
 
     # -- keys ------------------------------------------------------------------------------
     def _blob_key(self, digest: Digest) -> str:
@@ -282,7 +286,7 @@ class S3BlobStore(BlobStore):
             elif len(chain) == 1 and chain[0][0].size == size and size <= MAX_COPY_SIZE:
                 with _unavailable("COPY chunk to blob"):
                     try:
-                        await obstore.copy_async(self._store, chain[0][0].key, target)
+                        await obstore.copy_async(self._copier, chain[0][0].key, target)
                     except FileNotFoundError:
                         raise UploadMissing(upload_id) from None
             else:
