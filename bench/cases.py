@@ -377,7 +377,7 @@ def make_op(case: Case, conn: Connection, fx: Fixture, worker: int, n: int, out:
         if kind == "pull_head":
 
             def head_op(i: int) -> tuple[int, int]:
-                response = conn.request("HEAD", target).expect(200, what="HEAD")
+                response = conn.request("HEAD", target, follow=True).expect(200, what="HEAD")
                 if int(response.headers.get("content-length", -1)) != size:
                     raise HTTPError(f"HEAD Content-Length {response.headers}")
                 return 0, 0
@@ -385,7 +385,8 @@ def make_op(case: Case, conn: Connection, fx: Fixture, worker: int, n: int, out:
             return head_op
 
         def get_op(i: int) -> tuple[int, int]:
-            response = conn.request("GET", target, keep_body=False).expect(200, what="GET")
+            response = conn.request("GET", target, keep_body=False, follow=True)
+            response.expect(200, what="GET")
             if response.length != size:
                 raise HTTPError(f"GET returned {response.length} bytes, expected {size}")
             return size, 0
@@ -453,7 +454,8 @@ def make_op(case: Case, conn: Connection, fx: Fixture, worker: int, n: int, out:
             blobs = [manifest["config"]] + manifest["layers"]
             for j, descriptor in enumerate(blobs):
                 target = f"/v2/{REPO_IMAGE}/blobs/{descriptor['digest']}"
-                response = conn.request("GET", target, keep_body=j == 0).expect(200, what="GET")
+                response = conn.request("GET", target, keep_body=j == 0, follow=True)
+                response.expect(200, what="GET")
                 if response.length != descriptor["size"]:
                     raise HTTPError(f"blob GET returned {response.length} bytes")
                 moved += response.length
@@ -479,6 +481,7 @@ def _worker(
         conn = Connection(server.host, server.port)
         op = make_op(case, conn, fx, worker, n, pushed)
         op(n)  # warm-up: connection open, server paths hot
+        conn.redirects = 0
     except Exception as exc:
         result["error"] = f"setup: {exc!r}"
         barrier.abort()
@@ -522,6 +525,7 @@ def _worker(
         start=start,
         end=now,
         client_cpu=(cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+        redirects=conn.redirects,
         latencies=latencies.tobytes(),
         pushed=pushed,
     )
@@ -549,9 +553,12 @@ def run_case(server: Server, case: Case, fx: Fixture, duration: float) -> dict[s
         writer.close()
         workers.append((proc, reader))
     cpu0: dict[int, float] = {}
+    backing0: dict[str, float] = {}
     try:
         server.reset_peak_rss()
         cpu0 = server.cpu_by_pid()
+        if server.backing is not None:
+            backing0 = server.backing.cpu_seconds()
         barrier.wait(timeout=600)
     except Exception:  # BrokenBarrierError: a worker failed its setup
         pass
@@ -562,6 +569,7 @@ def run_case(server: Server, case: Case, fx: Fixture, duration: float) -> dict[s
         except EOFError:
             results.append({"ops": 0, "errors": 1, "error": f"client process {proc.pid} died"})
     cpu1_by_pid = server.cpu_by_pid()
+    backing1 = server.backing.cpu_seconds() if server.backing is not None else {}
     peak = server.peak_rss()
     for proc, _ in workers:
         proc.join(timeout=30)
@@ -596,7 +604,12 @@ def run_case(server: Server, case: Case, fx: Fixture, duration: float) -> dict[s
         if ops and wall > 0
         else math.nan,
         "peak_rss_bytes": peak,
+        "redirects_per_op": sum(r.get("redirects", 0) for r in results) / ops if ops else math.nan,
     }
+    if backing1:  # CPU of the object store and the database during the run, per operation
+        for name, seconds in backing1.items():
+            used = seconds - backing0.get(name, seconds)
+            out[f"{name}_cpu_ms_per_op"] = used * 1e3 / ops if ops else math.nan
     if pushed:
         forget_blobs(server, pushed)
     return out

@@ -3,7 +3,9 @@
 One keep-alive connection per `Connection`. Headers and small bodies go out in one `sendall`;
 large bodies are sent from a memoryview in 1 MiB slices. Responses are read with `recv_into` a
 preallocated 1 MiB buffer; bodies can be discarded without ever being copied (`keep_body=False`).
-Content-Length and chunked framing are understood; no pipelining, no TLS, no redirects.
+Content-Length and chunked framing are understood; no pipelining, no TLS. Redirects are followed
+only when asked (`follow=True`, for blob GETs and HEADs that an S3-backed registry answers with a
+307 to a presigned URL), over one more kept-alive connection per host.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from urllib.parse import urlsplit
 
 IO_SIZE = 1 << 20
 SMALL_BODY = 64 << 10
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 Body = bytes | bytearray | memoryview
 
@@ -70,6 +74,8 @@ class Connection:
         self._start = 0  # buffered, unconsumed bytes are _buf[_start:_end]
         self._end = 0
         self._host_header = f"Host: {host}:{port}\r\n".encode()
+        self._peers: dict[tuple[str, int], Connection] = {}  # redirect targets, kept alive
+        self.redirects = 0  # redirects followed
 
     def connect(self) -> None:
         self.close()
@@ -82,6 +88,8 @@ class Connection:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        for peer in self._peers.values():
+            peer.close()
 
     def __enter__(self) -> Connection:
         return self
@@ -99,6 +107,31 @@ class Connection:
         body: Body | None = None,
         *,
         keep_body: bool = True,
+        follow: bool = False,
+    ) -> Response:
+        """One request; with `follow`, redirects are followed (same method, no headers or body:
+        for GET and HEAD) and the final response is returned."""
+        response = self._request(method, target, headers, body, keep_body)
+        hops = 0
+        while follow and response.status in REDIRECTS:
+            if body is not None:
+                raise HTTPError("redirects are followed for requests without a body only")
+            if hops == MAX_REDIRECTS:
+                raise HTTPError("too many redirects", response.status, response.body)
+            hops += 1
+            self.redirects += 1
+            conn, target = self._redirect_target(response)
+            method = "GET" if response.status == 303 else method
+            response = conn._request(method, target, None, None, keep_body)
+        return response
+
+    def _request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None,
+        body: Body | None,
+        keep_body: bool,
     ) -> Response:
         if self.sock is None:
             self.connect()
@@ -108,6 +141,26 @@ class Connection:
         except (OSError, HTTPError):
             self.close()
             raise
+
+    def _redirect_target(self, response: Response) -> tuple[Connection, str]:
+        """The connection (this one, or a kept-alive one to another host) and request target
+        that a redirect points to."""
+        location = response.headers.get("location")
+        if not location:
+            raise HTTPError("redirect without Location", response.status, response.body)
+        parts = urlsplit(location)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not parts.netloc:
+            return self, target
+        if parts.scheme != "http" or parts.hostname is None:
+            raise HTTPError(f"cannot follow a redirect to {location[:200]}")
+        host, port = parts.hostname, parts.port or 80
+        if (host, port) == (self.host, self.port):
+            return self, target
+        peer = self._peers.get((host, port))
+        if peer is None:
+            peer = self._peers[host, port] = Connection(host, port, timeout=self.timeout)
+        return peer, target
 
     def _send(
         self, method: str, target: str, headers: dict[str, str] | None, body: Body | None

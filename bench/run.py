@@ -5,6 +5,7 @@ python -m bench.run --quick         # smoke test: 1 round, 1 s per case, small s
 python -m bench.run --cases 'push-*,manifest-get-c16' --rounds 5
 python -m bench.run --cases 'memory-*' --skip-limits    # only the memory scenarios (~2 minutes)
 python -m bench.run --write         # also write docs/performance.md
+python -m bench.run --backend s3 --write    # on S3 (SeaweedFS) + PostgreSQL: docs/performance-s3.md
 python -m bench.run --list          # case ids
 """
 
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import fnmatch
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -21,7 +23,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,10 +34,20 @@ from bench.memory import MemoryCase, memory_cases, prepare, run_memory_case
 from bench.report import SERVERS, fmt, render, write_json
 from bench.servers import Cargobay, Distribution, Server, distribution_version, remove_tree
 
+if TYPE_CHECKING:
+    from bench.backing import ScaleOut
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ANALYSIS = Path(__file__).with_name("analysis.md")
-DOC = ROOT / "docs" / "performance.md"
+# Per backend: the report --write replaces, and the hand-written analysis appended to it.
+DOCS = {"embedded": ROOT / "docs" / "performance.md", "s3": ROOT / "docs" / "performance-s3.md"}
+ANALYSES = {
+    "embedded": Path(__file__).with_name("analysis.md"),
+    "s3": Path(__file__).with_name("analysis-s3.md"),
+}
+# With S3 both registries redirect blob GETs to the object store: the registry's memory is not
+# on the path of a download, so the pull scenario would measure SeaweedFS.
+S3_SKIPPED_MEMORY = "memory-pull-*"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,7 +63,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, help="parent of the temporary data directories")
     p.add_argument("--keep-data", action="store_true", help="keep the data directories")
     p.add_argument("--skip-limits", action="store_true", help="skip the machine-limit probes")
-    p.add_argument("--write", action="store_true", help=f"write the report to {DOC}")
+    p.add_argument(
+        "--backend",
+        choices=("embedded", "s3"),
+        default="embedded",
+        help="embedded: files + SQLite (distribution: filesystem); s3: SeaweedFS S3 +"
+        " PostgreSQL, started here (distribution: its S3 driver on the same SeaweedFS)",
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help=f"write the report to {DOCS['embedded'].relative_to(ROOT)}"
+        f" ({DOCS['s3'].relative_to(ROOT)} with --backend s3)",
+    )
     return p.parse_args(argv)
 
 
@@ -91,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_for(args)
     cases, memory = select(all_cases(settings), memory_cases(), args.cases)
+    skipped = []
+    if args.backend == "s3":
+        skipped = [c for c in memory if fnmatch.fnmatchcase(c.id, S3_SKIPPED_MEMORY)]
+        memory = [c for c in memory if c not in skipped]
+        if not cases and not memory:
+            sys.exit(f"no case left: {S3_SKIPPED_MEMORY} is skipped with --backend s3")
     if args.list:
         for case in all_cases(settings):
             print(f"{case.id:24} {case.title}")
@@ -110,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             "cargobay_workers": args.workers,
             "argv": shlex.join(sys.argv[1:] if argv is None else argv),
             "data_root": str(data_root),
+            "backend": args.backend,
         },
+        "skipped": [
+            f"{c.title}: skipped with --backend s3 (blob GETs are redirected to SeaweedFS, so the"
+            " registry's memory is not on the download path)"
+            for c in skipped
+        ],
         "versions": {"cargobay": "", "distribution": distribution_version()},
         "limits": {},
         "seeding": {},
@@ -118,11 +154,21 @@ def main(argv: list[str] | None = None) -> int:
         "cases": [{**dataclasses.asdict(c), "runs": {s: [] for s in SERVERS}} for c in cases],
         "memory": [{**dataclasses.asdict(c), "runs": {}} for c in memory],
     }
-    servers: list[Server] = [
-        Cargobay(data_root / "cargobay", workers=args.workers),
-        Distribution(data_root / "distribution"),
-    ]
+    backing: ScaleOut | None = None
+    servers: list[Server] = []
     try:
+        if args.backend == "s3":
+            from bench.backing import ScaleOut, describe  # imports tests/services, obstore
+
+            log("starting SeaweedFS and PostgreSQL ...")
+            backing = ScaleOut(data_root / "services")
+            backing.start()
+            results["versions"]["services"] = backing.versions
+            log(f"  {describe(backing.versions)}")
+        servers = [
+            Cargobay(data_root / "cargobay", workers=args.workers, backing=backing),
+            Distribution(data_root / "distribution", backing=backing),
+        ]
         if args.skip_limits:
             results["limits"] = {
                 k: math.nan for k in ("sha256_mib_s", "loopback_mib_s", "disk_write_fsync_mib_s")
@@ -130,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log("measuring machine limits ...")
             results["limits"] = machine_limits(data_root, quick=args.quick)
+            if backing is not None:
+                results["limits"].update(backing.limits(quick=args.quick))
             log("  " + ", ".join(f"{k} {fmt(v)}" for k, v in results["limits"].items()))
         log("building payloads ...")
         fixture = build_fixture(cases)
@@ -179,18 +227,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"{server.label} exited early: {server.log_tail(5) or 'no log'}"
                 )
             server.stop()
+        if backing is not None:
+            backing.stop()
         if not args.keep_data:
             remove_tree(data_root)
 
     results["elapsed_s"] = time.monotonic() - began
+    results["machine"]["loadavg_end"] = os.getloadavg()  # other work on the machine: noise
     report = render(results)
     print(report)
-    name = stamp.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    name = (
+        stamp.strftime("%Y%m%dT%H%M%SZ")
+        + ("-s3" if args.backend == "s3" else "")
+        + ("-quick" if args.quick else "")
+    )
     write_json(results, RESULTS / f"{name}.json")
-    target = DOC if args.write else RESULTS / f"{name}.md"
+    target = DOCS[args.backend] if args.write else RESULTS / f"{name}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if ANALYSIS.exists():  # the hand-written profiling summary travels with the numbers
-        report = report.rstrip("\n") + "\n\n" + ANALYSIS.read_text()
+    analysis = ANALYSES[args.backend]
+    if analysis.exists():  # the hand-written profiling summary travels with the numbers
+        report = report.rstrip("\n") + "\n\n" + analysis.read_text()
     target.write_text(report)
     log(
         f"report: {target}; raw numbers: {RESULTS / f'{name}.json'};"

@@ -1,12 +1,15 @@
 """Start, measure and stop the two registries under test.
 
-Both run on loopback with empty data directories. Only processes started here are ever signalled,
-by PID. Resource accounting reads /proc for the server process and all its descendants.
+Both run on loopback with empty data directories (or, with `--backend s3`, on an empty prefix of
+one SeaweedFS bucket, cargobay with its metadata in an empty PostgreSQL database: bench/backing.py).
+Only processes started here are ever signalled, by PID. Resource accounting reads /proc for the
+server process and all its descendants.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,21 +20,26 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.http import Connection
+
+if TYPE_CHECKING:
+    from bench.backing import ScaleOut
 
 _LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Server:
-    """A registry process tree. Subclasses implement start() and blob_file()."""
+    """A registry process tree. Subclasses implement start(), blob_file() and blob_key()."""
 
     label = ""
     name = ""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, backing: ScaleOut | None = None) -> None:
         self.data_dir = data_dir
+        self.backing = backing  # S3 (+ PostgreSQL) services; None: blobs in data_dir
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"
@@ -48,6 +56,10 @@ class Server:
 
     def blob_file(self, digest: str) -> Path:
         """Where the bytes of a committed blob live on disk."""
+        raise NotImplementedError
+
+    def blob_key(self, digest: str) -> str:
+        """Where the bytes of a committed blob live in the bucket (with a backing S3 store)."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -76,25 +88,11 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server process and all its descendants."""
-        parents: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                stat = _read_stat(int(entry))
-                if stat is not None:
-                    parents[int(entry)] = int(stat[1])
-        tree = [self.pid]
-        for pid in tree:
-            tree.extend(child for child, parent in parents.items() if parent == pid)
-        return tree
+        return process_tree(self.pid)
 
     def cpu_by_pid(self) -> dict[int, float]:
         """utime + stime (plus waited-for children's) of each process in the tree, seconds."""
-        times = {}
-        for pid in self.pids():
-            stat = _read_stat(pid)
-            if stat is not None:  # fields after "(comm)": utime=11, stime=12, cutime, cstime
-                times[pid] = sum(int(x) for x in stat[11:15]) / _CLK_TCK
-        return times
+        return cpu_by_pid(self.pids())
 
     def cpu_seconds(self) -> float:
         return sum(self.cpu_by_pid().values())
@@ -116,9 +114,11 @@ class Cargobay(Server):
     label = "cargobay"
     name = "cargobay"
 
-    def __init__(self, data_dir: Path, workers: int = 2) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, workers: int = 2, backing: ScaleOut | None = None) -> None:
+        super().__init__(data_dir, backing)
         self.workers = workers
+        if backing is not None:
+            self.label = "cargobay (S3 + PostgreSQL)"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +130,10 @@ class Cargobay(Server):
             "--workers", str(self.workers),
             "--log-level", "warning",
         ]  # fmt: skip
+        if self.backing is not None:
+            config = self.data_dir.parent / f"{self.data_dir.name}-config.yml"
+            config.write_text(json.dumps(self.backing.cargobay_config(), indent=1))  # JSON is YAML
+            args += ["--config", str(config)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=env)
         assert self.process.stdout is not None
@@ -146,30 +150,55 @@ class Cargobay(Server):
         algorithm, encoded = digest.split(":", 1)
         return self.data_dir / "blobs" / algorithm / encoded[:2] / encoded
 
+    def blob_key(self, digest: str) -> str:
+        assert self.backing is not None
+        algorithm, encoded = digest.split(":", 1)
+        return f"{self.backing.cargobay_prefix}/blobs/{algorithm}/{encoded[:2]}/{encoded}"
+
 
 class Distribution(Server):
     label = "distribution"
     name = "distribution"
     binary = "/usr/bin/docker-registry"
 
+    def __init__(self, data_dir: Path, backing: ScaleOut | None = None) -> None:
+        super().__init__(data_dir, backing)
+        if backing is not None:
+            self.label = "distribution (S3)"
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         config = self.data_dir.parent / f"{self.data_dir.name}-config.yml"
+        if self.backing is None:
+            storage = f"  filesystem: {{rootdirectory: '{self.data_dir}'}}\n"
+        else:  # its S3 driver; a JSON object is a YAML flow mapping
+            storage = (
+                f"  s3: {json.dumps(self.backing.distribution_s3())}\n"
+                # 2.8's upload purger panics walking an S3 bucket (index out of range in
+                # getOutstandingUploads, distribution/distribution#4590 and #4713, fixed in
+                # v3 only) a few minutes after start, and the registry exits.
+                "  maintenance: {uploadpurging: {enabled: false}}\n"
+            )
         config.write_text(
             "version: 0.1\n"
             "log: {level: warn}\n"
             "storage:\n"
-            f"  filesystem: {{rootdirectory: '{self.data_dir}'}}\n"
+            f"{storage}"
             "  delete: {enabled: true}\n"
             f"http: {{addr: '127.0.0.1:{self.port}'}}\n"
         )
+        # Without AWS_* variables: its S3 driver (aws-sdk-go v1) refuses to start when
+        # AWS_CA_BUNDLE is set ("LoadCustomCABundleError ... unsupported transport"), and the
+        # credentials are in the config anyway.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "serve", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=env,
             )
         try:
             wait_ready(self.host, self.port, process=self.process)
@@ -181,6 +210,12 @@ class Distribution(Server):
     def blob_file(self, digest: str) -> Path:
         algorithm, encoded = digest.split(":", 1)
         return self.data_dir / "docker/registry/v2/blobs" / algorithm / encoded[:2] / encoded
+
+    def blob_key(self, digest: str) -> str:
+        assert self.backing is not None
+        algorithm, encoded = digest.split(":", 1)
+        root = self.backing.distribution_root
+        return f"{root}/docker/registry/v2/blobs/{algorithm}/{encoded[:2]}/{encoded}/data"
 
 
 def wait_ready(
@@ -237,6 +272,30 @@ def _cargobay_version() -> str:
     return f"{version} ({commit})" if commit else version
 
 
+def process_tree(root: int) -> list[int]:
+    """A process and all its descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read_stat(int(entry))
+            if stat is not None:
+                parents[int(entry)] = int(stat[1])
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """utime + stime (plus waited-for children's) of each process, seconds."""
+    times = {}
+    for pid in pids:
+        stat = _read_stat(pid)
+        if stat is not None:  # fields after "(comm)": utime=11, stime=12, cutime, cstime
+            times[pid] = sum(int(x) for x in stat[11:15]) / _CLK_TCK
+    return times
+
+
 def _read_stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name: [state, ppid, ...]."""
     try:
@@ -257,12 +316,16 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 def forget_blobs(server: Server, digests: Iterable[str]) -> None:
-    """Delete pushed blob files behind the server's back to bound disk use: their content is
-    unique and never read again. Then flush writeback so the next run starts on a quiet disk."""
-    for digest in digests:
-        path = server.blob_file(digest)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    """Delete pushed blob files (or objects, with a backing S3 store) behind the server's back
+    to bound disk use: their content is unique and never read again. Then flush writeback so
+    the next run starts on a quiet disk."""
+    if server.backing is not None:
+        server.backing.delete([server.blob_key(digest) for digest in digests])
+    else:
+        for digest in digests:
+            path = server.blob_file(digest)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     os.sync()
