@@ -50,6 +50,8 @@ def page_size(request: web.Request, *, default: int | None, maximum: int) -> int
         return default
     if not (raw.isascii() and raw.isdigit()):
         raise Unsupported(f"n must be a non-negative integer, not {raw!r}")
+    if len(raw.lstrip("0")) > len(str(maximum)):  # int() refuses over 4,300 digits
+        return maximum
     return min(int(raw), maximum)
 
 

@@ -39,6 +39,9 @@ MANIFEST_TYPES = IMAGE_MANIFEST_TYPES | INDEX_TYPES
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 
+MAX_INT64 = 2**63 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedManifest:
     record: ManifestRecord
@@ -47,7 +50,9 @@ class ParsedManifest:
 
 def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> ParsedManifest:
     try:
-        body = json.loads(content)
+        # Strictly UTF-8 (RFC 8259 8.1): json.loads would also take UTF-16/32 and encoded
+        # surrogates, which other clients cannot read.
+        body = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     except RecursionError:
@@ -73,6 +78,9 @@ def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> 
     children: list[str] = []
     descriptors = [body.get("config"), body.get("subject"), *body.get("layers", [])]
     for descriptor in [*descriptors, *body.get("manifests", [])]:
+        # The schema's int64 bound is a float (9223372036854775807 rounds up): check exactly.
+        if descriptor and not -MAX_INT64 - 1 <= descriptor["size"] <= MAX_INT64:
+            raise ManifestInvalid(f"descriptor size {descriptor['size']} is not an int64")
         if descriptor and "data" in descriptor:
             _check_embedded_data(descriptor)
     if media_type in IMAGE_MANIFEST_TYPES:
