@@ -40,6 +40,39 @@ CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints of a worker that wr
 _MANIFEST_COLUMNS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject, m.annotations"
 
 
+def write_transaction(
+    db: sqlite3.Connection,
+    write_lock: int,
+    synchronous: str,
+    durable: bool,
+    work: Callable[[sqlite3.Connection], T],
+) -> T:
+    """Run `work` in one IMMEDIATE transaction, queued behind the database's write lock file.
+
+    Writers of all workers (and the webhook queue, which shares the file) queue on an flock
+    before SQLite's own lock: SQLite's busy handler polls with sleeps of up to 100 ms, which let
+    one worker's writer win again and again (p99 of concurrent manifest PUTs went to ~280 ms);
+    a blocked flock is woken as soon as the holder commits. `durable=False` commits without
+    fsync (WAL; the next durable commit syncs it) for bookkeeping whose loss costs a retry."""
+    relaxed = not durable and synchronous.upper() in ("FULL", "EXTRA")
+    if relaxed:
+        db.execute("PRAGMA synchronous=NORMAL")
+    fcntl.flock(write_lock, fcntl.LOCK_EX)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        fcntl.flock(write_lock, fcntl.LOCK_UN)
+        if relaxed:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+    return result
+
+
 class SQLiteMetadataStore(MetadataStore):
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -96,26 +129,7 @@ class SQLiteMetadataStore(MetadataStore):
             self._writer_conn = self._connect()
             self._write_lock = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         db = self._writer_conn
-        # Writers of all workers queue on an flock before SQLite's own lock: SQLite's busy
-        # handler polls with sleeps of up to 100 ms, which let one worker's writer win again
-        # and again (p99 of concurrent manifest PUTs went to ~280 ms); a blocked flock is woken
-        # as soon as the holder commits.
-        relaxed = not durable and self.synchronous.upper() in ("FULL", "EXTRA")
-        if relaxed:  # upload bookkeeping: WAL without fsync; the next durable commit syncs it
-            db.execute("PRAGMA synchronous=NORMAL")
-        fcntl.flock(self._write_lock, fcntl.LOCK_EX)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            fcntl.flock(self._write_lock, fcntl.LOCK_UN)
-            if relaxed:
-                db.execute(f"PRAGMA synchronous={self.synchronous}")
+        result = write_transaction(db, self._write_lock, self.synchronous, durable, work)
         now = time.monotonic()
         if self._checkpointer is not None and now - self._last_checkpoint > CHECKPOINT_INTERVAL:
             self._last_checkpoint = now

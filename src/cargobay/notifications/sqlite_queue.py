@@ -9,7 +9,6 @@ Checkpoints run on another thread, at most once a second.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cargobay.errors import Unavailable
+from cargobay.metadata.sqlite import write_transaction
 from cargobay.notifications.queue import QueuedEvent, QueueStore, Row
 
 T = TypeVar("T")
@@ -98,22 +98,7 @@ class SQLiteQueueStore(QueueStore):
             self._writer_conn = self._connect()
             self._write_lock = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         db = self._writer_conn
-        relaxed = not durable and self.synchronous.upper() in ("FULL", "EXTRA")
-        if relaxed:
-            db.execute("PRAGMA synchronous=NORMAL")
-        fcntl.flock(self._write_lock, fcntl.LOCK_EX)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            fcntl.flock(self._write_lock, fcntl.LOCK_UN)
-            if relaxed:
-                db.execute(f"PRAGMA synchronous={self.synchronous}")
+        result = write_transaction(db, self._write_lock, self.synchronous, durable, work)
         now = time.monotonic()
         if now - self._last_checkpoint > CHECKPOINT_INTERVAL:
             self._last_checkpoint = now
