@@ -1,0 +1,1 @@
+"""Reliability: crash safety, races, resource abuse, soak (issue 7)."""
