@@ -84,6 +84,6 @@ def test_a_stalled_request_body_is_cut_off(
             )  # ... and nothing more
             answer = raw.recv(4096).decode()
         assert answer.startswith("HTTP/1.1 408"), answer
-        assert "BLOB_UPLOAD_INVALID" in answer and "stalled" in answer
+        assert "BLOB_UPLOAD_INVALID" in answer and "too slow" in answer
         status = client.get(location_url(location))
         assert status.status_code == 204 and status.headers["Range"] == "0-0"

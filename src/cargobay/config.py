@@ -171,9 +171,14 @@ class NotificationsConfig:
 
 @dataclass
 class HTTPConfig:
-    # A request body that sends nothing for this long is cut off with 408 (a stalled or
-    # hostile client holds an upload no longer than this).
+    # A connection with no request in progress for this long is closed: idle between
+    # requests, or still sending its request line and headers (slow-loris).
+    idle_timeout_seconds: int = 60
+    # A request body is cut off with 408 when, over any period of body_idle_timeout_seconds,
+    # fewer than max(1, body_min_bytes_per_second x that period) bytes arrive: a stalled or
+    # trickling client holds an upload no longer than this.
     body_idle_timeout_seconds: int = 60
+    body_min_bytes_per_second: int = 1024
 
 
 @dataclass
@@ -331,9 +336,14 @@ def _check(config: Config) -> list[str]:
         "metadata.url is required with the postgres driver",
     )
     need(config.metadata.pool_size >= 1, "metadata.pool_size must be at least 1")
+    need(config.http.idle_timeout_seconds >= 1, "http.idle_timeout_seconds must be at least 1")
     need(
         config.http.body_idle_timeout_seconds >= 1,
         "http.body_idle_timeout_seconds must be at least 1",
+    )
+    need(
+        config.http.body_min_bytes_per_second >= 0,
+        "http.body_min_bytes_per_second must not be negative",
     )
     need(
         config.metadata.synchronous.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},

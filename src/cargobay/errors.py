@@ -146,11 +146,11 @@ class RangeNotSatisfiable(RegistryError):
 
 
 class BodyTimeout(RegistryError):
-    """The client stopped sending its request body. The spec has no code for it."""
+    """The client stopped sending its request body, or trickles it. The spec has no code."""
 
     code = "BLOB_UPLOAD_INVALID"
     status = 408
-    default_message = "request body stalled: nothing arrived within the idle timeout"
+    default_message = "request body too slow"
 
 
 class Unavailable(RegistryError):

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cargobay import metrics
 from cargobay.api.common import identity
@@ -66,9 +67,24 @@ def configure_logging(level: str, style: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("aiohttp.server").addFilter(_one_line_for_malformed_requests)
 
 
-def request_id(request: web.Request) -> str:
+def _one_line_for_malformed_requests(record: logging.LogRecord) -> bool:
+    """aiohttp logs every request its HTTP parser refuses (with a 400) as an error with a
+    traceback: on a public port that is noise anyone can produce at will. One info line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        record.msg = "refused a malformed request from %s: %s"
+        client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.args = (client, " ".join(str(exc.message).split()))
+        record.exc_info = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+    return True
+
+
+def request_id(request: web.BaseRequest) -> str:
     """This request's id: the client's X-Request-Id if sane, else a new one."""
     value = request.get(REQUEST_ID_KEY)
     if value is None:
@@ -83,14 +99,28 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     response.headers[REQUEST_ID_HEADER] = request_id(request)
 
 
+def _match_info(request: web.BaseRequest) -> web.UrlMappingMatchInfo | None:
+    """The route a request matched; None for one refused before routing (aiohttp asserts)."""
+    try:
+        match = request.match_info if isinstance(request, web.Request) else None
+    except AssertionError:
+        return None
+    return match if isinstance(match, web.UrlMappingMatchInfo) else None
+
+
 class AccessLogger(AbstractAccessLogger):
     """Called by aiohttp once a response has been sent completely (streamed bodies too): the
     access log line and the request metrics."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        assert isinstance(request, web.Request)
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+        match = _match_info(request)
+        if match is not None:
+            resource = match.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            repository = match.get("name")
+            user = identity(request).user  # type: ignore[arg-type]
+        else:  # refused by the HTTP parser before routing (aiohttp's own 400)
+            route, repository, user = "malformed", None, ""
         bytes_in = request.content_length or 0
         # Content-Length when known (every response but a chunked stream), else what was
         # written, headers included.
@@ -107,13 +137,13 @@ class AccessLogger(AbstractAccessLogger):
         fields = {
             "method": request.method,
             "route": route,
-            "repository": request.match_info.get("name"),
+            "repository": repository,
             "status": response.status,
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "duration_ms": round(time * 1000, 3),
             "client": request.remote,
-            "user": identity(request).user,
+            "user": user,
             "request_id": request_id(request),
         }
         message = f"{request.method} {route} {response.status}"

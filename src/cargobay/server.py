@@ -195,6 +195,9 @@ async def _serve_forever(config: Config, sock: socket.socket) -> None:
         access_log_class=AccessLogger,
         read_bufsize=READ_BUFSIZE,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Also bounds how long a new connection may take to send its first request's
+        # headers: aiohttp arms this timer when the connection opens (slow-loris).
+        keepalive_timeout=config.http.idle_timeout_seconds,
     )
     await runner.setup()
     site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))

@@ -61,17 +61,35 @@ def next_link(path: str, **params: str | int | None) -> str:
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; BodyTimeout (408) if it stalls for the idle timeout."""
-    idle = request.app[CONFIG_KEY].http.body_idle_timeout_seconds
+    """The request body as it arrives; BodyTimeout (408) when a period of the body idle
+    timeout spent waiting for the client brings less than the minimum rate: nothing at all,
+    or a slow-loris trickle. Time spent processing chunks (a slow store) is not counted."""
+    settings = request.app[CONFIG_KEY].http
+    period = settings.body_idle_timeout_seconds
+    needed = max(1, settings.body_min_bytes_per_second * period)
+    loop = asyncio.get_running_loop()
+    waited, received = 0.0, 0
     while True:
+        started = loop.time()
+        chunk: bytes | None
         try:
-            async with asyncio.timeout(idle):
+            async with asyncio.timeout(max(0.0, period - waited)):
                 chunk = await request.content.read(BODY_CHUNK)
         except TimeoutError:
-            raise BodyTimeout(f"request body stalled: nothing arrived for {idle} s") from None
-        if not chunk:
+            chunk = None
+        waited += loop.time() - started
+        if chunk == b"":
             return
-        yield chunk
+        received += len(chunk or b"")
+        if chunk is None or waited >= period:
+            if received < needed:
+                raise BodyTimeout(
+                    f"request body too slow: {received} bytes in {period} s of waiting "
+                    f"(at least {needed} required)"
+                ) from None
+            waited, received = 0.0, 0
+        if chunk:
+            yield chunk
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
