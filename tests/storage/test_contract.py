@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
@@ -159,3 +160,21 @@ async def test_unknown_upload_cannot_be_read_or_committed(store: BlobStore) -> N
     with pytest.raises(UploadMissing):
         await store.commit_upload("never-started", 3, digest_of(b"abc"))
     assert await store.stat(digest_of(b"abc")) is None
+
+
+async def test_list_uploads_names_each_staged_upload_once(store: BlobStore) -> None:
+    before = time.time() - 5  # object stores may round times to the second
+    assert [u async for u in store.list_uploads()] == []
+    await store.start_upload("u-empty")
+    await store.start_upload("u-data")
+    await store.append_upload("u-data", 0, stream(b"abc"))
+    await store.append_upload("u-data", 3, stream(b"def"))
+    await store.start_upload("u-done")
+    await store.commit_upload(
+        "u-done", await store.append_upload("u-done", 0, stream(b"x")), digest_of(b"x")
+    )
+    staged = {u.upload_id: u.modified async for u in store.list_uploads()}
+    assert set(staged) == {"u-empty", "u-data"}
+    assert all(before <= modified <= time.time() + 5 for modified in staged.values())
+    await store.cancel_upload("u-data")
+    assert [u.upload_id async for u in store.list_uploads()] == ["u-empty"]

@@ -9,12 +9,14 @@ session and its bytes are dropped and nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cargobay.errors import (
     BlobUploadInvalid,
@@ -36,6 +38,10 @@ from cargobay.storage.base import BlobStore, UploadMissing
 
 # The spec's `^[0-9]+-[0-9]+$`, also with the `bytes=` or `bytes ` prefix and `/total` suffix
 # some clients send. ASCII digits only: int() would also take other scripts' digits.
+T = TypeVar("T")
+EXPIRY_CONCURRENCY = 16  # uploads removed at once: object store deletes are round trips
+# Held by the process expiring uploads (an upload lock on an id no upload can have).
+_EXPIRY_LOCK = str(uuid.UUID(int=0))
 _CONTENT_RANGE = re.compile(
     r"(?:bytes[= ])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?", re.ASCII
 )
@@ -152,11 +158,38 @@ class Uploads:
         await self.blobs.cancel_upload(upload.id)
 
     async def expire(self, max_age_seconds: float) -> int:
-        """Remove sessions untouched for `max_age_seconds`; returns how many."""
-        stale = await self.metadata.list_uploads_older_than(time.time() - max_age_seconds)
-        for upload in stale:
-            await self.cancel(upload)
-        return len(stale)
+        """Remove sessions untouched for `max_age_seconds`, and staged data that no session
+        owns (left by a crash between the two stores) once it is that old too; returns how
+        many uploads were removed. One process at a time (any other returns 0 at once), and
+        never an upload that a request holds right now."""
+        try:
+            async with self.metadata.lock_upload(_EXPIRY_LOCK):
+                return await self._expire(time.time() - max_age_seconds)
+        except UploadLocked:
+            return 0
+
+    async def _expire(self, cutoff: float) -> int:
+        async def session(upload: UploadRecord) -> bool:
+            try:
+                async with self.metadata.lock_upload(upload.id):
+                    deleted = await self.metadata.delete_upload(upload.id)
+                    await self.blobs.cancel_upload(upload.id)
+                    return deleted
+            except UploadLocked:
+                return False  # in use after all: not abandoned
+
+        async def orphan(upload_id: str) -> bool:
+            # Sessions write the blob store first (start_upload), so an old staged upload
+            # with a session is one in use, or a stale one that was just removed.
+            if _is_uuid(upload_id) and await self.metadata.get_upload(upload_id) is not None:
+                return False
+            await self.blobs.cancel_upload(upload_id)
+            return True
+
+        stale = await self.metadata.list_uploads_older_than(cutoff)
+        removed = sum(await _bounded(EXPIRY_CONCURRENCY, map(session, stale)))
+        orphans = [u.upload_id async for u in self.blobs.list_uploads() if u.modified < cutoff]
+        return removed + sum(await _bounded(EXPIRY_CONCURRENCY, map(orphan, orphans)))
 
     async def _hasher(self, upload: UploadRecord, algorithm: str) -> Hasher:
         if upload.algorithm == algorithm and upload.hash_state is not None:
@@ -229,3 +262,14 @@ def _is_uuid(value: str) -> bool:
         return str(uuid.UUID(value)) == value
     except ValueError:
         return False
+
+
+async def _bounded(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await `calls`, at most `limit` at a time."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with semaphore:
+            return await call
+
+    return await asyncio.gather(*map(one, calls))

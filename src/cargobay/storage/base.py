@@ -31,6 +31,12 @@ class BlobStat:
     size: int
 
 
+@dataclass(frozen=True)
+class StagedUpload:
+    upload_id: str
+    modified: float  # seconds since the epoch of the last write
+
+
 class BlobStore(ABC):
     @abstractmethod
     async def stat(self, digest: Digest) -> BlobStat | None: ...
@@ -74,6 +80,11 @@ class BlobStore(ABC):
 
     @abstractmethod
     async def cancel_upload(self, upload_id: str) -> None: ...
+
+    @abstractmethod
+    def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        """Every upload with staged data, whether or not metadata still knows it (a crash
+        between the two stores leaves such orphans; upload expiry removes them)."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cargobay.errors import Unavailable
 from cargobay.registry.digest import Digest
-from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, UploadMissing
+from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, StagedUpload, UploadMissing
 
 
 class FilesystemBlobStore(BlobStore):
@@ -112,6 +112,12 @@ class FilesystemBlobStore(BlobStore):
     async def cancel_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._upload_path(upload_id))
+
+    async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        with os.scandir(self._uploads) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):  # committed or cancelled meanwhile
+                    yield StagedUpload(entry.name, entry.stat().st_mtime)
 
 
 def _commit(source: str, size: int, target: str) -> None:

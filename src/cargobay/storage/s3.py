@@ -40,7 +40,7 @@ from obstore.store import S3Store
 
 from cargobay.errors import DigestInvalid, Unavailable
 from cargobay.registry.digest import Digest
-from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, UploadMissing
+from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, StagedUpload, UploadMissing
 
 if TYPE_CHECKING:
     from obstore import GetOptions, ObjectMeta
@@ -300,6 +300,27 @@ class S3BlobStore(BlobStore):
         if keys:
             with _unavailable("DELETE upload"):
                 await obstore.delete_async(self._store, keys)
+
+    async def list_uploads(self) -> AsyncIterator[StagedUpload]:
+        # Keys are listed in order, so each upload's objects arrive together.
+        uploads = f"{self._root}uploads/"
+        pages = obstore.list(self._store, uploads, chunk_size=1000)
+        current, modified = "", 0.0
+        while True:
+            with _unavailable("LIST uploads"):
+                try:
+                    page = await pages.__anext__()
+                except StopAsyncIteration:
+                    break
+            for meta in page:
+                upload_id = meta["path"].removeprefix(uploads).partition("/")[0]
+                if upload_id != current:
+                    if current:
+                        yield StagedUpload(current, modified)
+                    current, modified = upload_id, 0.0
+                modified = max(modified, meta["last_modified"].timestamp())
+        if current:
+            yield StagedUpload(current, modified)
 
     # -- helpers ---------------------------------------------------------------------------
     async def _upload_objects(self, upload_id: str) -> Sequence[ObjectMeta]:
