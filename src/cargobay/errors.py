@@ -165,3 +165,11 @@ class Unavailable(RegistryError):
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("headers", {"Retry-After": "1"})
         super().__init__(message, **kwargs)
+
+
+class StorageFull(Unavailable):
+    """The disk (or quota) under blob storage or the metadata database is full. 507
+    Insufficient Storage says what happened; the code is distribution's UNAVAILABLE."""
+
+    status = 507
+    default_message = "no space left on the registry's storage"

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from cargobay.errors import Unavailable
+from cargobay.errors import StorageFull, Unavailable
 from cargobay.metadata.base import (
     ApiTokenRecord,
     ManifestRecord,
@@ -62,10 +62,19 @@ def write_transaction(
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            # A failed COMMIT (a full disk) may leave the transaction open: without this
+            # ROLLBACK every later BEGIN would fail, even once space returns.
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if (
+                isinstance(exc, sqlite3.Error)
+                and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+            ):
+                raise StorageFull(f"no space left for the metadata database: {exc}") from None
             raise
-        db.execute("COMMIT")
     finally:
         fcntl.flock(write_lock, fcntl.LOCK_UN)
         if relaxed:

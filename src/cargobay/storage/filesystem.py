@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 
-from cargobay.errors import Unavailable
+from cargobay.errors import StorageFull, Unavailable
 from cargobay.registry.digest import Digest
 from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, StagedUpload, UploadMissing
 
@@ -72,7 +73,8 @@ class FilesystemBlobStore(BlobStore):
                     yield Digest(algorithm_dir.name, blob.name)
 
     async def start_upload(self, upload_id: str) -> None:
-        fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with _space():
+            fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
 
     async def append_upload(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
@@ -80,6 +82,7 @@ class FilesystemBlobStore(BlobStore):
             fd = os.open(self._upload_path(upload_id), os.O_WRONLY)
         except FileNotFoundError:
             raise UploadMissing(upload_id) from None
+        start = offset
         try:
             size = os.fstat(fd).st_size
             if size < offset:
@@ -87,13 +90,19 @@ class FilesystemBlobStore(BlobStore):
             if size > offset:  # left by an append that failed after writing
                 os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
-            async for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                offset += len(chunk)
+            with _space():
+                async for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    offset += len(chunk)
             return offset
+        except BaseException:
+            # The session stays at `start`: give back the space at once (a full disk).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
         finally:
             os.close(fd)
 
@@ -107,7 +116,8 @@ class FilesystemBlobStore(BlobStore):
     async def commit_upload(self, upload_id: str, size: int, digest: Digest) -> None:
         source = self._upload_path(upload_id)
         target = self._blob_path(digest)
-        await asyncio.get_running_loop().run_in_executor(None, _commit, source, size, target)
+        with _space():
+            await asyncio.get_running_loop().run_in_executor(None, _commit, source, size, target)
 
     async def cancel_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -118,6 +128,17 @@ class FilesystemBlobStore(BlobStore):
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):  # committed or cancelled meanwhile
                     yield StagedUpload(entry.name, entry.stat().st_mtime)
+
+
+@contextlib.contextmanager
+def _space() -> Iterator[None]:
+    """A full disk or quota is StorageFull (507), not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"no space left for blob storage: {exc.strerror}") from None
+        raise
 
 
 def _commit(source: str, size: int, target: str) -> None:
