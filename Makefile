@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/cargobay serve --listen 127.0.0.1:5000 --data-dir ./data
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy
@@ -37,6 +37,14 @@ test: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	bash scripts/install-test-tools.sh bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# A longer, coverage-guided search than make test's fixed runs; FUZZ_SECONDS per target.
+# Findings (crash-* files) and the grown corpora stay in .fuzz/ (not committed).
+FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.test-installed
+	mkdir -p .fuzz/parsers .fuzz/http
+	$(BIN)/python fuzz/fuzz_parsers.py -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -artifact_prefix=.fuzz/ .fuzz/parsers
+	$(BIN)/python fuzz/fuzz_http.py -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=.fuzz/ .fuzz/http
 
 clean:
 	rm -rf $(VENV) build *.egg-info
