@@ -99,7 +99,7 @@ async def finish_upload(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_status(request: web.Request) -> web.StreamResponse:
-    upload = await registry(request).uploads.get(
+    upload = await registry(request).uploads.status(
         repository(request), request.match_info["upload_id"]
     )
     return web.Response(status=204, headers=_session_headers(upload))

@@ -87,6 +87,15 @@ class Uploads:
         await self.metadata.create_upload(upload)
         return upload
 
+    async def status(self, repository: str, upload_id: str) -> UploadRecord:
+        """The session, if it can still be continued: its bytes are staged."""
+        upload = await self.get(repository, upload_id)
+        try:
+            await self.blobs.check_upload(upload.id, upload.size)
+        except UploadMissing:
+            raise BlobUploadUnknown(detail={"upload": upload_id}) from None
+        return upload
+
     async def get(self, repository: str, upload_id: str) -> UploadRecord:
         upload = None
         if _is_uuid(upload_id):
@@ -149,7 +158,9 @@ class Uploads:
         try:
             await self.blobs.commit_upload(upload.id, size, digest)
         except UploadMissing:
-            raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+            raise await self._staging_lost(upload) from None
+        # A crash here leaves the session without its staged bytes (the blob has them):
+        # `status` then answers that the session is unknown, as the next PATCH or PUT does.
         await self.metadata.complete_upload(upload, str(digest), size)
         return digest, size
 
@@ -201,7 +212,7 @@ class Uploads:
                 async for chunk in self.blobs.read_upload(upload.id, upload.size):
                     hasher.update(chunk)
             except UploadMissing:
-                raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+                raise await self._staging_lost(upload) from None
         return hasher
 
     async def _write(
@@ -224,7 +235,7 @@ class Uploads:
         try:
             size = await self.blobs.append_upload(upload.id, upload.size, _hashed(chunks, hasher))
         except UploadMissing:
-            raise BlobUploadUnknown(detail={"upload": upload.id}) from None
+            raise await self._staging_lost(upload) from None
         if chunk_range is not None and size != chunk_range.end + 1:
             raise BlobUploadInvalid(
                 f"received {size - upload.size} bytes, Content-Range announced"
@@ -233,6 +244,13 @@ class Uploads:
                 headers=_headers(upload),
             )
         return size
+
+    async def _staging_lost(self, upload: UploadRecord) -> BlobUploadUnknown:
+        """The session's staged bytes are gone (a crash after its blob was committed, before
+        the metadata recorded it; or a cancel meanwhile): the session goes too, and is
+        unknown from now on rather than promising a resume that no request can do."""
+        await self.cancel(upload)
+        return BlobUploadUnknown(detail={"upload": upload.id})
 
 
 async def _hashed(chunks: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterator[bytes]:

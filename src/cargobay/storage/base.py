@@ -71,6 +71,12 @@ class BlobStore(ABC):
         store does not guard against two appends to one upload."""
 
     @abstractmethod
+    async def check_upload(self, upload_id: str, size: int) -> None:
+        """Raise UploadMissing unless the first `size` bytes of the upload are staged.
+        (Committing drops the staging object before the metadata records the blob: a crash
+        in between leaves a session whose bytes are gone.)"""
+
+    @abstractmethod
     def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
         """Stream the first `size` staged bytes (used to re-hash when no hash state was kept)."""
 

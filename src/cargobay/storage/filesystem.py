@@ -106,6 +106,14 @@ class FilesystemBlobStore(BlobStore):
         finally:
             os.close(fd)
 
+    async def check_upload(self, upload_id: str, size: int) -> None:
+        try:
+            staged = os.stat(self._upload_path(upload_id)).st_size
+        except FileNotFoundError:
+            raise UploadMissing(upload_id) from None
+        if staged < size:
+            raise UploadMissing(f"{upload_id}: {staged} bytes staged, {size} expected")
+
     async def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
         try:
             async for chunk in _read_file(self._upload_path(upload_id), 0, size):

@@ -271,6 +271,9 @@ class S3BlobStore(BlobStore):
         await self._put_stream(key, body(), "PUT chunk", self._part_size)
         return written
 
+    async def check_upload(self, upload_id: str, size: int) -> None:
+        _chain(upload_id, await self._staged(upload_id), size)
+
     async def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
         chain = _chain(upload_id, await self._staged(upload_id), size)
         async for data in self._concatenate(upload_id, chain):
