@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench fuzz lock audit clean
+.PHONY: run test lint typecheck unit bench soak fuzz lock audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	bash scripts/install-test-tools.sh bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# 10 minutes of mixed load (pushes, pulls, tag moves, deletes) on one server: no errors, no memory
+# growth, a stable p99 (docs/soak.md). SOAK_ARGS: e.g. --backend s3, --duration 3600, --write.
+soak: $(VENV)/.test-installed
+	bash scripts/install-test-tools.sh
+	$(BIN)/python -m bench.soak --duration 600 $(SOAK_ARGS)
 
 # A longer, coverage-guided search than make test's fixed runs; FUZZ_SECONDS per target.
 # Findings (crash-* files) and the grown corpora stay in .fuzz/ (not committed).
