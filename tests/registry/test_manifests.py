@@ -67,6 +67,22 @@ def test_foreign_layers_are_not_required() -> None:
     assert record.blob_references == (A,)
 
 
+def test_fields_of_the_other_kind_are_ignored_whatever_their_shape() -> None:
+    """Found by fuzz/fuzz_parsers.py: an index with a "config" lacking "size" (unknown fields
+    are allowed, so the schema passes it) was a KeyError, a 500 over HTTP."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": B, "size": 1}],
+        "config": {"mediaType": "x"},
+        "layers": [{"size": "big"}, 7],
+    }
+    record = parse(index)
+    assert record.manifest_references == (B,) and record.blob_references == ()
+    record = parse(image(manifests=[{"digest": 5}]))
+    assert record.blob_references == (A, B) and record.manifest_references == ()
+
+
 def test_index_references_children() -> None:
     body = {
         "schemaVersion": 2,

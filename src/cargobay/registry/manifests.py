@@ -76,8 +76,13 @@ def parse_manifest(content: bytes, content_type: str | None, digest: Digest) -> 
 
     blobs: list[str] = []
     children: list[str] = []
-    descriptors = [body.get("config"), body.get("subject"), *body.get("layers", [])]
-    for descriptor in [*descriptors, *body.get("manifests", [])]:
+    # Only the fields the schema validated: an index may carry a "config" or "layers" of any
+    # shape (unknown fields are allowed), and so may an image manifest a "manifests".
+    if media_type in IMAGE_MANIFEST_TYPES:
+        descriptors = [body["config"], *body["layers"]]
+    else:
+        descriptors = list(body["manifests"])
+    for descriptor in [*descriptors, body.get("subject")]:
         # The schema's int64 bound is a float (9223372036854775807 rounds up): check exactly.
         if descriptor and not -MAX_INT64 - 1 <= descriptor["size"] <= MAX_INT64:
             raise ManifestInvalid(f"descriptor size {descriptor['size']} is not an int64")
