@@ -142,6 +142,12 @@ class MetadataStore(ABC):
     @abstractmethod
     async def unlink_blob(self, repository: str, digest: str) -> bool: ...
 
+    @abstractmethod
+    async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
+        """Link a blob that `source` has into `repository` too, atomically: an unlink from
+        `source` racing it is ordered wholly before it (nothing is linked) or after it. The
+        blob's size, or None if `source` does not have it."""
+
     # -- manifests and tags ------------------------------------------------------------------
     @abstractmethod
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...

@@ -11,6 +11,9 @@ Concurrency (READ COMMITTED):
   references point at their manifest by foreign keys with ON DELETE CASCADE: a tag never
   outlives its manifest. Tags are written in sorted order, so puts moving the same tags lock
   them in the same order; deadlocks and serialization failures are retried all the same.
+- mount_blob locks the source's blob link FOR KEY SHARE in the transaction that links the
+  blob into the target: an unlink from the source comes wholly before (nothing is mounted) or
+  after the mount.
 - lock_upload takes a session advisory lock (pg_try_advisory_lock on 64 bits of the upload id's
   SHA-256) on one dedicated connection per process, not a pooled one: a request holds the lock
   while its client streams a chunk, and hundreds of uploads must not pin as many connections.
@@ -113,6 +116,12 @@ _LINK_BLOB = """
     )
     INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $4)
     ON CONFLICT DO NOTHING"""
+
+# The source's link of a mount, locked against a concurrent unlink until the mount commits.
+_LOCK_SOURCE_LINK = """
+    SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+    WHERE rb.repository_id = (SELECT id FROM repositories WHERE name = $1) AND rb.digest = $2
+    FOR KEY SHARE OF rb"""
 
 # FOR KEY SHARE conflicts with DELETE: a concurrent unlink or delete waits for this transaction.
 _LOCK_REFERENCES = """
@@ -320,6 +329,16 @@ class PostgresMetadataStore(MetadataStore):
     async def _link(self, conn: Connection, repository: str, digest: str, size: int) -> None:
         repo_id = await self._repository_id(conn, repository)
         await conn.execute(_LINK_BLOB, repo_id, digest, size, time.time())
+
+    async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
+        async def txn(conn: Connection) -> int | None:
+            size = await conn.fetchval(_LOCK_SOURCE_LINK, source, digest)
+            if size is None:
+                return None
+            await self._link(conn, repository, digest, int(size))
+            return int(size)
+
+        return await self._run(txn, transaction=True)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         sql = f"DELETE FROM repository_blobs WHERE repository_id = {_REPOSITORY_ID} AND digest = $2"

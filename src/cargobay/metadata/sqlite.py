@@ -38,6 +38,12 @@ T = TypeVar("T")
 CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints of a worker that writes
 
 _MANIFEST_COLUMNS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject, m.annotations"
+_LINKED_BLOB_SIZE = (
+    "SELECT b.size FROM repositories r"
+    " JOIN repository_blobs rb ON rb.repository_id = r.id"
+    " JOIN blobs b ON b.digest = rb.digest"
+    " WHERE r.name = ? AND rb.digest = ?"
+)
 
 
 def write_transaction(
@@ -238,13 +244,7 @@ class SQLiteMetadataStore(MetadataStore):
         return [(r[0], int(r[1])) for r in rows]
 
     async def linked_blob_size(self, repository: str, digest: str) -> int | None:
-        row = self._db.execute(
-            "SELECT b.size FROM repositories r"
-            " JOIN repository_blobs rb ON rb.repository_id = r.id"
-            " JOIN blobs b ON b.digest = rb.digest"
-            " WHERE r.name = ? AND rb.digest = ?",
-            (repository, digest),
-        ).fetchone()
+        row = self._db.execute(_LINKED_BLOB_SIZE, (repository, digest)).fetchone()
         return None if row is None else int(row[0])
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
@@ -263,6 +263,20 @@ class SQLiteMetadataStore(MetadataStore):
             " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (repo_id, digest, now),
         )
+
+    async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
+        if await self.linked_blob_size(source, digest) is None:
+            return None  # the common miss needs no write lock
+
+        def txn(db: sqlite3.Connection) -> int | None:
+            # Again in the transaction: the link may have been removed since.
+            row = db.execute(_LINKED_BLOB_SIZE, (source, digest)).fetchone()
+            if row is None:
+                return None
+            self._link(db, repository, digest, int(row[0]))
+            return int(row[0])
+
+        return await self._transaction(txn)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def txn(db: sqlite3.Connection) -> bool:

@@ -94,11 +94,14 @@ class Registry:
         digest = str(Digest.parse(digest_text))
         size = None
         if source is not None:
-            size = await self.metadata.linked_blob_size(source, digest)
+            # Checked and linked in one transaction: a mount that found the blob in `source`
+            # before a delete there must not link it after the delete (into `source` itself,
+            # that would undo the delete).
+            size = await self.metadata.mount_blob(source, repository, digest)
         if size is None and anywhere and self.config.auto_mount:
             size = await self.metadata.blob_size(digest)
-        if size is not None:
-            await self.metadata.link_blob(repository, digest, size)
+            if size is not None:
+                await self.metadata.link_blob(repository, digest, size)
         return size
 
     # -- manifests ---------------------------------------------------------------------------
