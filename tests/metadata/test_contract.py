@@ -50,6 +50,36 @@ async def test_blob_links_are_per_repository(meta: MetadataStore) -> None:
     assert await meta.blob_size(d("blob")) == 5  # the bytes are still known
 
 
+async def test_mount_links_only_what_the_source_has(meta: MetadataStore) -> None:
+    await meta.link_blob("src", d("blob"), 7)
+    assert await meta.mount_blob("src", "dst", d("blob")) == 7
+    assert await meta.linked_blob_size("dst", d("blob")) == 7
+    assert await meta.mount_blob("src", "dst", d("blob")) == 7  # idempotent
+    assert await meta.mount_blob("src", "other", d("missing")) is None
+    assert await meta.mount_blob("nowhere", "other", d("blob")) is None
+    assert await meta.linked_blob_size("other", d("blob")) is None
+    assert await meta.unlink_blob("src", d("blob")) is True
+    assert await meta.mount_blob("src", "third", d("blob")) is None  # gone from the source
+    assert await meta.linked_blob_size("third", d("blob")) is None
+
+
+async def test_mounts_racing_an_unlink_are_ordered(meta: MetadataStore) -> None:
+    """Each mount sees the source link wholly before or after the unlink: mounts that saw
+    it linked the blob, the rest did not, and the unlink happened exactly once."""
+    await meta.link_blob("src", d("raced"), 3)
+    results = await asyncio.gather(
+        *(meta.mount_blob("src", f"dst{i}", d("raced")) for i in range(10)),
+        meta.unlink_blob("src", d("raced")),
+        *(meta.mount_blob("src", f"dst{i}", d("raced")) for i in range(10, 20)),
+    )
+    unlinked, mounts = results[10], [*results[:10], *results[11:]]
+    assert unlinked is True
+    for i, size in enumerate(mounts):
+        assert size in (3, None)
+        assert await meta.linked_blob_size(f"dst{i}", d("raced")) == size
+    assert await meta.linked_blob_size("src", d("raced")) is None
+
+
 async def test_put_and_get_manifest_by_digest_and_tag(meta: MetadataStore) -> None:
     await meta.link_blob("r", d("config"), 2)
     record = manifest("m1", blob_references=(d("config"),), annotations={"k": "v"})
