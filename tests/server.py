@@ -89,9 +89,13 @@ class RegistryProcess:
         """SIGKILL the supervisor and every worker at once: a crash, nothing gets to clean up."""
         if self.process is None:
             return
+        # The supervisor is stopped first (so it can neither signal the workers nor fork new
+        # ones), then everything is killed: a pure crash.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGSTOP)
         workers = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         pids = [int(p) for p in workers.read_text().split()] if workers.exists() else []
-        for pid in [self.process.pid, *pids]:
+        for pid in [*pids, self.process.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()

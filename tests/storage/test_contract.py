@@ -178,3 +178,19 @@ async def test_list_uploads_names_each_staged_upload_once(store: BlobStore) -> N
     assert all(before <= modified <= time.time() + 5 for modified in staged.values())
     await store.cancel_upload("u-data")
     assert [u.upload_id async for u in store.list_uploads()] == ["u-empty"]
+
+
+async def test_check_upload_sees_whether_the_bytes_are_staged(store: BlobStore) -> None:
+    await store.start_upload("u-check")
+    await store.check_upload("u-check", 0)
+    await store.append_upload("u-check", 0, stream(b"abcdef"))
+    await store.check_upload("u-check", 6)
+    with pytest.raises(UploadMissing):
+        await store.check_upload("u-check", 7)  # fewer bytes staged than the session says
+    await store.commit_upload("u-check", 6, digest_of(b"abcdef"))
+    with pytest.raises(UploadMissing):
+        await store.check_upload("u-check", 6)
+    await store.start_upload("u-cancelled")
+    await store.cancel_upload("u-cancelled")
+    with pytest.raises(UploadMissing):
+        await store.check_upload("u-cancelled", 0)
