@@ -8,10 +8,10 @@ memory growth trend after the warm-up (Thresholds.for_duration: slope and last-t
 first-third growth), a p99 in the last third within a factor of the first third's, and a
 substantial amount of every scenario done. The criteria and their reasons: docs/soak.md.
 
-Not on S3 + PostgreSQL here: there the workers' RSS climbs for about three minutes before glibc's
-free lists settle (the heap in use stays flat; docs/soak.md), so a 60-second run cannot tell a
-leak from the warm-up without thresholds too loose to mean anything. `make soak
-SOAK_ARGS='--backend s3'` judges it over 10 minutes.
+Not on S3 + PostgreSQL here: there the workers' RSS climbs for ten minutes and more while glibc's
+heaps fill with freed blob buffers (the heap in use stays flat; docs/soak.md), so a 60-second run
+cannot tell a leak from that without thresholds too loose to mean anything. `make soak
+SOAK_ARGS='--backend s3 --duration 1800'` judges it over 30 minutes.
 """
 
 from __future__ import annotations
