@@ -104,10 +104,10 @@ class Server:
 
     def peak_rss(self) -> int:
         """Sum of VmHWM over the tree, in bytes."""
-        return sum(_status_kib(pid, "VmHWM") for pid in self.pids()) * 1024
+        return sum(status_kib(pid, "VmHWM") for pid in self.pids()) * 1024
 
     def rss(self) -> int:
-        return sum(_status_kib(pid, "VmRSS") for pid in self.pids()) * 1024
+        return sum(status_kib(pid, "VmRSS") for pid in self.pids()) * 1024
 
 
 class Cargobay(Server):
@@ -305,7 +305,7 @@ def _read_stat(pid: int) -> list[str] | None:
     return data[data.rindex(b")") + 2 :].decode().split()
 
 
-def _status_kib(pid: int, key: str) -> int:
+def status_kib(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):

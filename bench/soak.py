@@ -80,7 +80,7 @@ if __package__ in (None, ""):  # `python bench/soak.py`
 
 from bench.http import Connection, HTTPError, Response, with_query
 from bench.machine import machine_info
-from bench.servers import Cargobay, cpu_by_pid, process_tree, remove_tree
+from bench.servers import Cargobay, cpu_by_pid, process_tree, remove_tree, status_kib
 
 if TYPE_CHECKING:
     from bench.backing import ScaleOut
@@ -745,16 +745,6 @@ class Client(threading.Thread):
 # -- the server's memory ----------------------------------------------------------------------
 
 
-def _status_kib(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def _fd_count(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -785,7 +775,7 @@ def sample(
     own = os.times()
     return Sample(
         t,
-        {pid: _status_kib(pid, "VmRSS") * KiB for pid in pids},
+        {pid: status_kib(pid, "VmRSS") * KiB for pid in pids},
         {pid: _fd_count(pid) for pid in pids},
         cpu_server=sum(cpu_by_pid(pids).values()),
         cpu_client=own.user + own.system,
