@@ -887,8 +887,9 @@ def _server_errors(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(b in line for b in bad)]
 
 
-# The lock file of upload expiry (cargobay.registry.uploads), kept on purpose.
-EXPIRY_LOCK = str(uuid.UUID(int=0))
+# The lock files of upload expiry (cargobay.registry.uploads) and of garbage collection
+# (cargobay.lifecycle.gc), kept on purpose.
+KEPT_LOCKS = {str(uuid.UUID(int=n)) for n in range(3)}
 
 
 def _leftovers(data_dir: Path) -> dict[str, int]:
@@ -897,7 +898,7 @@ def _leftovers(data_dir: Path) -> dict[str, int]:
     out = {}
     for name in ("uploads", "upload-locks"):
         folder = data_dir / name
-        found = [p for p in folder.iterdir() if p.name != EXPIRY_LOCK] if folder.is_dir() else []
+        found = [p for p in folder.iterdir() if p.name not in KEPT_LOCKS] if folder.is_dir() else []
         out[name] = len(found)
     return out
 

@@ -181,3 +181,36 @@ def test_token_signing_key_may_come_from_the_shared_secret(tmp_path: Path) -> No
         load_config(path, environ={})
     config = load_config(path, environ={"CARGOBAY_SECRET": "shared"})
     assert config.secret == "shared"
+
+
+def test_immutable_tags(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text('immutable_tags:\n  - {repositories: ["release/*"], tags: ["^v[0-9]"]}\n')
+    (rule,) = load_config(path, environ={}).immutable_tags
+    assert (rule.repositories, rule.tags) == (["release/*"], ["^v[0-9]"])
+
+
+def test_invalid_immutable_tag_pattern_names_its_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "immutable_tags:\n"
+        '  - {repositories: ["*"], tags: ["^stable$"]}\n'
+        '  - {repositories: ["release/*"], tags: ["^v[0-9]", "(unclosed", "ok"]}\n'
+        "  - {repositories: [], tags: []}\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    problems = error.value.problems
+    assert len(problems) == 3, problems
+    assert problems[0].startswith(
+        "immutable_tags[1].tags[1]: invalid regular expression '(unclosed': "
+    ), problems
+    assert "immutable_tags[2].repositories must name at least one glob" in problems
+    assert "immutable_tags[2].tags must name at least one regular expression" in problems
+
+
+def test_lifecycle_example_loads() -> None:
+    example = Path(__file__).parent.parent / "examples" / "lifecycle.yml"
+    config = load_config(example, environ={})
+    assert config.gc.enabled and config.gc.delay_seconds == 86400
+    assert [rule.repositories for rule in config.immutable_tags] == [["release/*"], ["*"]]

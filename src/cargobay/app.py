@@ -25,6 +25,8 @@ from cargobay.auth.robots import RobotTokens
 from cargobay.auth.tokens import TokenSigner, TokenVerifier, load_certificates, load_jwks
 from cargobay.config import Config
 from cargobay.errors import Unavailable
+from cargobay.lifecycle.gc import GarbageCollector
+from cargobay.lifecycle.immutable import ImmutableTags
 from cargobay.logs import add_request_id
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.postgres import PostgresMetadataStore
@@ -70,7 +72,8 @@ def build_metadata_store(config: Config) -> MetadataStore:
 def build_registry(config: Config) -> Registry:
     blobs = metrics.instrument(build_blob_store(config), "blobs")
     metadata = metrics.instrument(build_metadata_store(config), "metadata")
-    return Registry(blobs, metadata, config.registry)
+    immutable = ImmutableTags.from_config(config.immutable_tags)
+    return Registry(blobs, metadata, config.registry, immutable)
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
@@ -142,6 +145,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_expire_uploads(registry)),
         asyncio.create_task(metrics.refresh_totals(registry.metadata.statistics)),
     ]
+    gc = app[CONFIG_KEY].gc
+    if gc.enabled:
+        collector = GarbageCollector(registry.metadata, registry.blobs, gc)
+        tasks.append(asyncio.create_task(collector.run_periodically()))
+        tasks.append(asyncio.create_task(collector.sweep_periodically()))
     yield
     for task in tasks:
         task.cancel()

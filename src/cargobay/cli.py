@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.progress import DownloadColumn, MofNCompleteColumn, Progress
+from rich.progress import DownloadColumn, MofNCompleteColumn, Progress, TaskID
 
 from cargobay import __version__
 from cargobay.app import build_metadata_store, build_registry
@@ -20,6 +20,7 @@ from cargobay.auth.robots import new_token
 from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config, masked
 from cargobay.errors import Unavailable
+from cargobay.lifecycle.gc import GarbageCollector
 from cargobay.logs import configure_logging
 from cargobay.registry.verify import verify_blobs
 
@@ -61,6 +62,19 @@ def main(argv: list[str] | None = None) -> None:
     _config_arguments(check)
     check.add_argument(
         "--digests", action="store_true", help="also read every blob and check its digest"
+    )
+
+    collect = commands.add_parser(
+        "gc", help="collect garbage now: unreferenced blob links and blobs, with their bytes"
+    )
+    _config_arguments(collect)
+    collect.add_argument(
+        "--dry-run", action="store_true", help="list what would be collected, change nothing"
+    )
+    collect.add_argument(
+        "--no-sweep",
+        action="store_true",
+        help="skip walking the blob store for bytes the metadata does not know",
     )
 
     configs = commands.add_parser("config", help="check or show the configuration")
@@ -107,6 +121,9 @@ def run_command(args: argparse.Namespace, config: Config) -> None:
         manage_users(args.action, args.name, args.htpasswd or config.auth.htpasswd)
     elif args.command == "verify":
         if not asyncio.run(verify(config, args.digests)):
+            sys.exit(1)
+    elif args.command == "gc":
+        if not asyncio.run(collect_garbage(config, args.dry_run, sweep=not args.no_sweep)):
             sys.exit(1)
     elif args.command == "migrate":
         build_metadata_store(config).migrate()
@@ -158,6 +175,50 @@ async def verify(config: Config, digests: bool) -> bool:
                 console.print(f"  {digest}")
     console.print("[green]all good[/green]" if report.ok else "[red]problems found[/red]")
     return report.ok
+
+
+async def collect_garbage(config: Config, dry_run: bool, *, sweep: bool) -> bool:
+    """`cargobay gc`: one whole collection now, with the configured grace delay."""
+    registry = build_registry(config)
+    registry.metadata.migrate()
+    collector = GarbageCollector(registry.metadata, registry.blobs, config.gc)
+    console = Console(soft_wrap=True)  # one line per item, whatever the terminal's width
+    try:
+        with Progress(*Progress.get_default_columns(), transient=True) as progress:
+            if sweep and not dry_run:
+                task = progress.add_task("sweeping the blob store", total=None)
+                queued = await collector.sweep(rate=1_000_000)
+                progress.remove_task(task)
+                if queued:
+                    console.print(f"sweep: {queued} blobs unknown to the metadata queued")
+            tasks: dict[str, TaskID] = {}
+
+            def advance(phase: str, done: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(f"collecting {phase}", total=None)
+                progress.update(tasks[phase], completed=done)
+
+            report = await collector.collect(dry_run=dry_run, progress=advance)
+    finally:
+        await registry.blobs.close()
+        await registry.metadata.close()
+    if report is None:
+        console.print("another process is collecting now; try again later")
+        return False
+    verb = "would be removed" if dry_run else "removed"
+    if dry_run:
+        for link in report.links:
+            console.print(f"link {link.repository}@{link.digest}: referenced by no manifest")
+        for blob in report.blobs:
+            console.print(f"blob {blob.digest}: linked into no repository")
+    console.print(
+        f"{len(report.links)} blob links and {len(report.blobs)} blobs {verb},"
+        f" {report.bytes:,} bytes {'would be ' if dry_run else ''}reclaimed"
+        f" in {report.seconds:.1f} s (grace delay {config.gc.delay_seconds} s)"
+    )
+    if report.failures:
+        console.print(f"[red]{report.failures} blob deletions failed; run it again[/red]")
+    return not report.failures
 
 
 async def manage_tokens(config: Config, action: str, name: str | None, scopes: list[str]) -> None:

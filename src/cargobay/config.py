@@ -197,6 +197,32 @@ class MetricsConfig:
 
 
 @dataclass
+class GCConfig:
+    """Online garbage collection (cargobay.lifecycle.gc)."""
+
+    enabled: bool = True
+    # How often one process of the registry (any instance) reviews what changed.
+    interval_seconds: int = 600
+    # Grace delay: nothing uploaded, mounted, pulled (HEAD/GET), or unreferenced within it is
+    # collected, so a client between checking a blob and pushing its manifest is never hurt.
+    delay_seconds: int = 86400
+    # The sweep for bytes the metadata does not know (left by a crash): how often it walks
+    # the blob store, and at most how many objects per second it looks at.
+    sweep_interval_seconds: int = 86400
+    sweep_objects_per_second: int = 1000
+
+
+@dataclass
+class ImmutableTagRuleConfig:
+    """Tags that, once pushed, never move to another manifest and are never deleted
+    (cargobay.lifecycle.immutable)."""
+
+    repositories: list[str] = field(default_factory=list)  # globs; "*" also matches "/"
+    # Python regular expressions, searched in the tag (anchor them: "^v[0-9]").
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -220,6 +246,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    gc: GCConfig = field(default_factory=GCConfig)
+    immutable_tags: list[ImmutableTagRuleConfig] = field(default_factory=list)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -336,6 +364,10 @@ def _check(config: Config) -> list[str]:
         "metadata.url is required with the postgres driver",
     )
     need(config.metadata.pool_size >= 1, "metadata.pool_size must be at least 1")
+    need(config.gc.interval_seconds >= 1, "gc.interval_seconds must be at least 1")
+    need(config.gc.delay_seconds >= 0, "gc.delay_seconds must not be negative")
+    need(config.gc.sweep_interval_seconds >= 1, "gc.sweep_interval_seconds must be at least 1")
+    need(config.gc.sweep_objects_per_second >= 1, "gc.sweep_objects_per_second must be at least 1")
     need(config.http.idle_timeout_seconds >= 1, "http.idle_timeout_seconds must be at least 1")
     need(
         config.http.body_idle_timeout_seconds >= 1,
@@ -389,6 +421,17 @@ def _check(config: Config) -> list[str]:
             problems.append(f"{where}.actions: unknown action {action!r}")
         for header in endpoint.headers:
             need(":" in header, f"{where}.headers: {header!r} is not 'Name: value'")
+    for index, immutable in enumerate(config.immutable_tags):
+        where = f"immutable_tags[{index}]"
+        need(immutable.repositories, f"{where}.repositories must name at least one glob")
+        need(immutable.tags, f"{where}.tags must name at least one regular expression")
+        for position, pattern in enumerate(immutable.tags):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(
+                    f"{where}.tags[{position}]: invalid regular expression {pattern!r}: {exc}"
+                )
     return problems
 
 

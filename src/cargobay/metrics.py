@@ -34,7 +34,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STATISTICS_INTERVAL = 30.0
 UPLOAD_ROUTE_PARTS = ("/blobs/uploads/",)
 # Expected outcomes of store calls, not failures of the store.
-_EXPECTED = ("MissingReferences", "UploadLocked", "UploadMissing", "FileNotFoundError")
+_EXPECTED = (
+    "MissingReferences",
+    "TagFixed",
+    "UploadLocked",
+    "UploadMissing",
+    "FileNotFoundError",
+)
 
 T = TypeVar("T")
 
@@ -88,6 +94,35 @@ class Metrics:
             "cargobay_webhook_events_pending",
             "Events waiting in the durable queue, as last counted",
             ["endpoint"],
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_collected = Counter(
+            "cargobay_gc_collected_total",
+            "Blob links and blobs removed by garbage collection",
+            ["kind"],
+        )
+        self.gc_bytes = Counter(
+            "cargobay_gc_reclaimed_bytes_total", "Bytes deleted from the blob store by collection"
+        )
+        self.gc_backlog = Gauge(
+            "cargobay_gc_backlog",
+            "Reviews waiting (due or not) and tombstones whose bytes are not yet deleted",
+            ["queue"],
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_backlog_age = Gauge(
+            "cargobay_gc_backlog_oldest_age_seconds",
+            "Age of the oldest review waiting",
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_last_run = Gauge(
+            "cargobay_gc_last_run_timestamp_seconds",
+            "When the last collection ended",
+            multiprocess_mode="mostrecent",
+        )
+        self.gc_last_duration = Gauge(
+            "cargobay_gc_last_run_duration_seconds",
+            "How long the last collection took",
             multiprocess_mode="mostrecent",
         )
         self.totals = {
@@ -176,6 +211,23 @@ def webhook_pending(endpoint: str, pending: int) -> None:
     metrics = current()
     if metrics is not None:
         metrics.webhook_pending.labels(endpoint).set(pending)
+
+
+def gc_collection(report: Any, backlog: Any) -> None:
+    """Record a garbage collection (a lifecycle.gc.CollectionReport, a metadata ReviewBacklog)."""
+    metrics = current()
+    if metrics is None:
+        return
+    metrics.gc_collected.labels("link").inc(len(report.links))
+    metrics.gc_collected.labels("blob").inc(len(report.blobs))
+    metrics.gc_bytes.inc(report.bytes)
+    metrics.gc_backlog.labels("links").set(backlog.links)
+    metrics.gc_backlog.labels("blobs").set(backlog.blobs)
+    metrics.gc_backlog.labels("tombstones").set(backlog.tombstones)
+    oldest = backlog.oldest_since
+    metrics.gc_backlog_age.set(0 if oldest is None else max(time.time() - oldest, 0))
+    metrics.gc_last_run.set(time.time())
+    metrics.gc_last_duration.set(report.seconds)
 
 
 def instrument(store: T, kind: str) -> T:

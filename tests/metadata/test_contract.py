@@ -12,6 +12,7 @@ from cargobay.metadata.base import (
     ManifestRecord,
     MetadataStore,
     MissingReferences,
+    TagFixed,
     UploadLocked,
     UploadRecord,
 )
@@ -315,3 +316,57 @@ async def test_list_blobs_pages_in_byte_order(meta: MetadataStore) -> None:
     first = await meta.list_blobs(None, 3)
     assert first == [(digests[i], i) for i in range(3)]
     assert await meta.list_blobs(first[-1][0], 3) == [(digests[i], i) for i in (3, 4)]
+
+
+async def test_fixed_tag_is_created_and_pushed_again_but_never_moved(meta: MetadataStore) -> None:
+    first, second = manifest("first"), manifest("second")
+    await meta.put_manifest("r", first, ["v1", "latest"], fixed_tags=["v1"])
+    await meta.put_manifest("r", first, ["v1"], fixed_tags=["v1"])  # the same manifest again
+    with pytest.raises(TagFixed) as refused:
+        await meta.put_manifest("r", second, ["latest", "new", "v1"], fixed_tags=["v1", "new"])
+    assert refused.value.tag == "v1"
+    # Nothing of the refused put is stored: not the manifest, not its other tags.
+    assert await meta.get_manifest("r", second.digest) is None
+    assert await meta.list_tags("r", None, 10) == ["latest", "v1"]
+    latest = await meta.get_tagged_manifest("r", "latest")
+    assert latest is not None and latest.digest == first.digest
+    # Fixed tags the put does not write do not matter; unfixed tags move as always.
+    await meta.put_manifest("r", second, ["latest"], fixed_tags=["v1"])
+    tagged = await meta.get_tagged_manifest("r", "v1")
+    assert tagged is not None and tagged.digest == first.digest
+    latest = await meta.get_tagged_manifest("r", "latest")
+    assert latest is not None and latest.digest == second.digest
+
+
+async def test_fixed_tags_are_per_repository(meta: MetadataStore) -> None:
+    await meta.put_manifest("a", manifest("first"), ["v1"], fixed_tags=["v1"])
+    await meta.put_manifest("b", manifest("second"), ["v1"], fixed_tags=["v1"])
+    tagged = await meta.get_tagged_manifest("b", "v1")
+    assert tagged is not None and tagged.digest == manifest("second").digest
+
+
+async def test_concurrent_first_puts_of_a_fixed_tag(meta: MetadataStore) -> None:
+    """Exactly one of concurrent first pushes of a fixed tag wins; the others store nothing."""
+    records = [manifest(f"m{i}") for i in range(20)]
+    results = await asyncio.gather(
+        *(meta.put_manifest("r", r, ["v1"], fixed_tags=["v1"]) for r in records),
+        return_exceptions=True,
+    )
+    winners = [r for r, result in zip(records, results, strict=True) if result is None]
+    assert len(winners) == 1, results
+    assert all(isinstance(result, TagFixed) for result in results if result is not None)
+    tagged = await meta.get_tagged_manifest("r", "v1")
+    assert tagged is not None and tagged.digest == winners[0].digest
+    for record in records:
+        stored = await meta.get_manifest("r", record.digest)
+        assert (stored is not None) == (record is winners[0])
+
+
+async def test_manifest_tags(meta: MetadataStore) -> None:
+    first, second = manifest("first"), manifest("second")
+    await meta.put_manifest("r", first, ["b", "a", "c"])
+    await meta.put_manifest("r", second, ["c"])
+    assert await meta.manifest_tags("r", first.digest) == ["a", "b"]
+    assert await meta.manifest_tags("r", second.digest) == ["c"]
+    assert await meta.manifest_tags("other", first.digest) == []
+    assert await meta.manifest_tags("r", d("unknown")) == []

@@ -43,7 +43,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 # What the registry itself keeps at the top of its data directory, and under blobs/.
-_DATA_ENTRIES = ("metadata.db", "blobs", "uploads", "upload-locks")
+_DATA_ENTRIES = ("metadata.db", "blobs", "uploads", "upload-locks", "blob-locks")
 _ALGORITHMS = {"sha256", "sha512"}
 _HEX = frozenset("0123456789abcdef")
 

@@ -7,6 +7,7 @@ patterns (shell-style globs; `*` also matches `/`), and actions (`pull`, `push`,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -25,8 +26,14 @@ class Rule:
         return (
             any(u == who or (u == "*" and user is not None) for u in self.users)
             and ("*" in self.actions or action in self.actions)
-            and any(fnmatchcase(repository, pattern) for pattern in self.repositories)
+            and repository_matches(repository, self.repositories)
         )
+
+
+def repository_matches(repository: str, patterns: Iterable[str]) -> bool:
+    """Whether the repository name matches one of the shell-style globs (`*` also matches
+    `/`), as in access rules and every other setting that names repositories by glob."""
+    return any(fnmatchcase(repository, pattern) for pattern in patterns)
 
 
 # Without rules: every authenticated user may do everything, anonymous users nothing.

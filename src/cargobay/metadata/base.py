@@ -12,10 +12,16 @@ garbage collection and quotas can walk the graph later without parsing JSON.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
+
+from cargobay.errors import Unavailable
+
+LOCK_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,45 @@ class StoreStatistics:
     uploads: int
 
 
+@dataclass(frozen=True, slots=True)
+class LinkReview:
+    """A repository's blob link queued for garbage collection review: it is collected once
+    `since` is older than the grace delay and no manifest of the repository references it.
+    Linking, touching (HEAD/GET) and unreferencing the blob move `since` to now."""
+
+    repository_id: int
+    repository: str
+    digest: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class BlobReview:
+    """A blob queued for review: collected once due and linked into no repository."""
+
+    digest: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A blob the collector decided to delete: gone from the metadata (readers and writers see
+    it as absent) while its bytes may still be in the blob store. `size` is -1 when the
+    metadata never knew the bytes (an orphan the sweep found)."""
+
+    digest: str
+    size: int
+    decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewBacklog:
+    links: int
+    blobs: int
+    tombstones: int
+    oldest_since: float | None  # of the link and blob reviews
+
+
 class UploadLocked(Exception):
     """Another request holds the upload session."""
 
@@ -92,6 +137,14 @@ class MissingReferences(Exception):
         super().__init__(f"missing blobs {list(blobs)}, manifests {list(manifests)}")
         self.blobs = blobs
         self.manifests = manifests
+
+
+class TagFixed(Exception):
+    """Raised by put_manifest when one of its `fixed_tags` points at another manifest."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"tag {tag!r} points at another manifest and may not move")
+        self.tag = tag
 
 
 class MetadataStore(ABC):
@@ -132,15 +185,27 @@ class MetadataStore(ABC):
         """(digest, size) of blobs stored anywhere, after `last` in byte order."""
 
     @abstractmethod
-    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
-        """Size of a blob if it is linked into `repository`."""
+    async def linked_blob_size(
+        self, repository: str, digest: str, *, touch: bool = False
+    ) -> int | None:
+        """Size of a blob if it is linked into `repository`. `touch` (a client's HEAD or GET):
+        a link under garbage collection review is kept for another grace delay, atomically
+        with the answer, so a client that saw it may still reference it in a manifest."""
 
     @abstractmethod
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
-        """Record the blob (if new) and link it into the repository (created if new)."""
+        """Record the blob (if new) and link it into the repository (created if new). The link
+        is queued for review: unreferenced after the grace delay, it is collected."""
 
     @abstractmethod
-    async def unlink_blob(self, repository: str, digest: str) -> bool: ...
+    async def link_existing_blob(self, repository: str, digest: str) -> int | None:
+        """Link a blob known anywhere in the registry into `repository`, in one transaction
+        with finding it (so a blob being collected is never linked again); its size, or
+        None if the registry has no such blob."""
+
+    @abstractmethod
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        """Remove a link; the blob is queued for review."""
 
     @abstractmethod
     async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
@@ -157,14 +222,29 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def put_manifest(
-        self, repository: str, manifest: ManifestRecord, tags: Sequence[str]
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        tags: Sequence[str],
+        *,
+        fixed_tags: Sequence[str] = (),
     ) -> None:
         """Store the manifest and point `tags` at it, in one transaction. Raises
-        MissingReferences, storing nothing, if a reference is not in the repository."""
+        MissingReferences, storing nothing, if a reference is not in the repository.
+
+        Those of `tags` also in `fixed_tags` (immutable tags) may be created, or pointed again
+        at the manifest they point at, but never moved: if one points at another manifest,
+        TagFixed is raised and nothing is stored. The check is atomic with the write, so of
+        concurrent first pushes of one fixed tag exactly one succeeds."""
+
+    @abstractmethod
+    async def manifest_tags(self, repository: str, digest: str) -> list[str]:
+        """The tags pointing at the manifest, in byte order."""
 
     @abstractmethod
     async def delete_manifest(self, repository: str, digest: str) -> bool:
-        """Delete the manifest and every tag pointing at it."""
+        """Delete the manifest and every tag pointing at it; the blob links it referenced are
+        queued for review."""
 
     @abstractmethod
     async def delete_tag(self, repository: str, tag: str) -> bool: ...
@@ -210,7 +290,8 @@ class MetadataStore(ABC):
     @abstractmethod
     async def complete_upload(self, upload: UploadRecord, digest: str, size: int) -> None:
         """Link the uploaded blob into the upload's repository and end the session, in one
-        transaction."""
+        transaction. A tombstone of the blob is removed: the caller holds `lock_blob` and has
+        just put the bytes in place."""
 
     @abstractmethod
     async def list_uploads_older_than(self, timestamp: float) -> list[UploadRecord]: ...
@@ -228,3 +309,78 @@ class MetadataStore(ABC):
     @abstractmethod
     async def revoke_api_token(self, token_id: str) -> bool:
         """Mark the token revoked (kept for the record); False if unknown or already revoked."""
+
+    # -- garbage collection (cargobay.lifecycle.gc) ------------------------------------------
+    @abstractmethod
+    def lock_blob(self, digest: str) -> AbstractAsyncContextManager[None]:
+        """Hold a digest exclusively (every process, every instance), waiting for it: an upload
+        holds it from putting the bytes in place until the metadata records them, the
+        collector while it deletes a tombstoned blob's bytes. A holder that dies releases it."""
+
+    @abstractmethod
+    async def due_link_reviews(self, cutoff: float, limit: int) -> list[LinkReview]:
+        """Link reviews with `since` before `cutoff`, oldest first."""
+
+    @abstractmethod
+    async def collect_links(
+        self, reviews: Sequence[LinkReview], cutoff: float, *, dry_run: bool = False
+    ) -> list[LinkReview]:
+        """Remove each link still due (not touched since) and referenced by no manifest of
+        its repository, checked atomically with the removal; drop reviews of links that are
+        referenced or gone. A removed link queues its blob for review, due at once. Returns
+        the links removed (`dry_run`: that would be, changing nothing)."""
+
+    @abstractmethod
+    async def due_blob_reviews(self, cutoff: float, limit: int) -> list[BlobReview]: ...
+
+    @abstractmethod
+    async def collect_blobs(
+        self,
+        digests: Sequence[str],
+        cutoff: float,
+        *,
+        dry_run: bool = False,
+        unlinked: frozenset[tuple[int, str]] = frozenset(),
+    ) -> list[Tombstone]:
+        """Tombstone each blob still due and linked nowhere, atomically with the check: its
+        `blobs` row goes, a tombstone takes its place. Reviews of linked blobs are dropped.
+        `dry_run`: change nothing, take every digest given as due, and count the
+        (repository_id, digest) links in `unlinked` as gone (they would be removed first)."""
+
+    @abstractmethod
+    async def tombstones(self, limit: int) -> list[Tombstone]: ...
+
+    @abstractmethod
+    async def is_tombstoned(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    async def forget_tombstone(self, digest: str) -> None:
+        """The bytes are deleted: the tombstone goes (the caller holds `lock_blob`)."""
+
+    @abstractmethod
+    async def queue_unknown_blobs(self, digests: Sequence[str]) -> int:
+        """Queue for review those of `digests` (found in the blob store) that the metadata
+        does not know at all (no blob, review or tombstone); returns how many were queued."""
+
+    @abstractmethod
+    async def review_backlog(self) -> ReviewBacklog: ...
+
+
+async def wait_for_lock(
+    try_lock: Callable[[], AbstractAsyncContextManager[None]], what: str
+) -> AsyncExitStack:
+    """Enter `try_lock()` (which raises UploadLocked when busy), retrying with a growing pause
+    until it is free; the returned stack holds it. Blob locks are held for milliseconds and
+    rarely contended, so polling costs less than a queue in every process and instance."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.001
+    while True:
+        stack = AsyncExitStack()
+        try:
+            await stack.enter_async_context(try_lock())
+            return stack
+        except UploadLocked:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"timed out waiting for the lock of {what}") from None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)

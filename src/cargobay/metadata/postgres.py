@@ -11,6 +11,8 @@ Concurrency (READ COMMITTED):
   references point at their manifest by foreign keys with ON DELETE CASCADE: a tag never
   outlives its manifest. Tags are written in sorted order, so puts moving the same tags lock
   them in the same order; deadlocks and serialization failures are retried all the same.
+  Fixed (immutable) tags are checked by the tag upsert itself (see _STORE_MANIFEST), so that
+  of concurrent first pushes of one such tag exactly one wins.
 - mount_blob locks the source's blob link FOR KEY SHARE in the transaction that links the
   blob into the target: an unlink from the source comes wholly before (nothing is mounted) or
   after the mount.
@@ -37,7 +39,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from typing import Any, TypeVar
 
 import asyncpg
@@ -50,9 +52,12 @@ from cargobay.metadata.base import (
     MissingReferences,
     Referrer,
     StoreStatistics,
+    TagFixed,
     UploadLocked,
     UploadRecord,
+    wait_for_lock,
 )
+from cargobay.metadata.postgres_gc import PostgresGarbageCollection
 from cargobay.metadata.postgres_schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -109,13 +114,24 @@ _GET_OR_CREATE_REPOSITORY = """
     )
     SELECT id FROM found UNION ALL SELECT id FROM created"""
 
+# A blob row locked against a collector deleting it (which locks it FOR UPDATE).
+_LOCK_BLOB_ROW = "SELECT size FROM blobs WHERE digest = $1 FOR KEY SHARE"
 _LINK_BLOB = """
     WITH blob AS (
-        INSERT INTO blobs (digest, size, created_at) VALUES ($2, $3, $4)
+        INSERT INTO blobs (digest, size, created_at)
+        SELECT $2::text, $3::bigint, $4::double precision WHERE $5::boolean
         ON CONFLICT (digest) DO NOTHING
     )
     INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $4)
     ON CONFLICT DO NOTHING"""
+_REVIEW_LINK = """
+    INSERT INTO gc_link_reviews (repository_id, digest, since) VALUES ($1, $2, $3)
+    ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since"""
+_LINKED_BLOB = """
+    SELECT b.size, rb.repository_id, EXISTS (SELECT FROM gc_link_reviews g
+        WHERE g.repository_id = rb.repository_id AND g.digest = rb.digest)
+    FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id
+    JOIN blobs b ON b.digest = rb.digest WHERE r.name = $1 AND rb.digest = $2"""
 
 # The source's link of a mount, locked against a concurrent unlink until the mount commits.
 _LOCK_SOURCE_LINK = """
@@ -135,7 +151,13 @@ _LOCK_REFERENCES = """
     SELECT ARRAY(SELECT digest FROM b), ARRAY(SELECT digest FROM m)"""
 
 # The manifest, its references and its tags in one statement; the foreign key checks of the
-# references and tags run at its end, when the manifest row is there.
+# references and tags run at its end, when the manifest row is there. It returns the tags it
+# wrote: a fixed tag ($12) that points at another manifest is left as it is and missing from
+# them. The check must be this upsert's WHERE, not a SELECT ... FOR UPDATE of the tag rows
+# before it: under READ COMMITTED, FOR UPDATE locks only rows that exist, so two first pushes
+# of one tag would both find none and the second upsert would then move the first's tag. The
+# upsert instead waits for a concurrent insert of the same tag to commit, then evaluates the
+# WHERE against that committed row (and locks it, updated or not).
 _STORE_MANIFEST = """
     WITH manifest AS (
         INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject,
@@ -152,10 +174,12 @@ _STORE_MANIFEST = """
     INSERT INTO tags (repository_id, name, digest, updated_at)
     SELECT $1, t.name, $2, $8 FROM unnest($11::text[]) AS t (name) ORDER BY t.name
     ON CONFLICT (repository_id, name) DO UPDATE SET
-        digest = excluded.digest, updated_at = excluded.updated_at"""
+        digest = excluded.digest, updated_at = excluded.updated_at
+        WHERE tags.digest = excluded.digest OR NOT tags.name = ANY($12::text[])
+    RETURNING name"""
 
 
-class PostgresMetadataStore(MetadataStore):
+class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.pool_size = pool_size
@@ -315,20 +339,47 @@ class PostgresMetadataStore(MetadataStore):
         sql = "SELECT digest, size FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2"
         return [(row[0], int(row[1])) for row in await self._fetch(sql, _after(last), limit)]
 
-    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
-        sql = (
-            "SELECT b.size FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id"
-            " JOIN blobs b ON b.digest = rb.digest WHERE r.name = $1 AND rb.digest = $2"
-        )
-        row = await self._fetchrow(sql, repository, digest)
-        return None if row is None else int(row[0])
+    async def linked_blob_size(
+        self, repository: str, digest: str, *, touch: bool = False
+    ) -> int | None:
+        row = await self._fetchrow(_LINKED_BLOB, repository, digest)
+        if row is None or not (touch and row[2]):
+            return None if row is None else int(row[0])
+
+        async def touched(conn: Connection) -> Record | None:
+            # Under review: kept for another grace delay. A collector holding the review
+            # (about to remove the link) is waited for; reading again then finds it gone.
+            sql = "UPDATE gc_link_reviews SET since = $3 WHERE repository_id = $1 AND digest = $2"
+            await conn.execute(sql, row[1], digest, time.time())
+            return await conn.fetchrow(_LINKED_BLOB, repository, digest)
+
+        found = await self._run(touched)
+        return None if found is None else int(found[0])
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         await self._run(lambda conn: self._link(conn, repository, digest, size), transaction=True)
 
     async def _link(self, conn: Connection, repository: str, digest: str, size: int) -> None:
+        """Link in the caller's transaction. Locks in the collector's order: the review first
+        (a collector holding it, about to remove this link, is waited for), then the blob row
+        (a collector deleting it is waited for; the row is then inserted anew)."""
         repo_id = await self._repository_id(conn, repository)
-        await conn.execute(_LINK_BLOB, repo_id, digest, size, time.time())
+        now = time.time()
+        await conn.execute(_REVIEW_LINK, repo_id, digest, now)
+        new = await conn.fetchval(_LOCK_BLOB_ROW, digest) is None
+        await conn.execute(_LINK_BLOB, repo_id, digest, size, now, new)
+
+    async def link_existing_blob(self, repository: str, digest: str) -> int | None:
+        async def txn(conn: Connection) -> int | None:
+            size = await conn.fetchval(_LOCK_BLOB_ROW, digest)
+            if size is None:
+                return None
+            await self._link(conn, repository, digest, int(size))
+            return int(size)
+
+        if await self.blob_size(digest) is None:
+            return None  # the common miss takes no lock
+        return await self._run(txn, transaction=True)
 
     async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
         async def txn(conn: Connection) -> int | None:
@@ -341,8 +392,29 @@ class PostgresMetadataStore(MetadataStore):
         return await self._run(txn, transaction=True)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
-        sql = f"DELETE FROM repository_blobs WHERE repository_id = {_REPOSITORY_ID} AND digest = $2"
-        return await self._execute(sql, repository, digest) > 0
+        async def txn(conn: Connection) -> bool:
+            repo_id = await conn.fetchval(
+                f"DELETE FROM repository_blobs WHERE repository_id = {_REPOSITORY_ID}"
+                " AND digest = $2 RETURNING repository_id",
+                repository,
+                digest,
+            )
+            if repo_id is None:
+                return False
+            await conn.execute(
+                "DELETE FROM gc_link_reviews WHERE repository_id = $1 AND digest = $2",
+                repo_id,
+                digest,
+            )
+            await conn.execute(
+                "INSERT INTO gc_blob_reviews (digest, since) VALUES ($1, $2)"
+                " ON CONFLICT (digest) DO UPDATE SET since = excluded.since",
+                digest,
+                time.time(),
+            )
+            return True
+
+        return await self._run(txn, transaction=True)
 
     # -- manifests and tags --------------------------------------------------------------------
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
@@ -363,8 +435,14 @@ class PostgresMetadataStore(MetadataStore):
         return None if row is None else _manifest(row)
 
     async def put_manifest(
-        self, repository: str, manifest: ManifestRecord, tags: Sequence[str]
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        tags: Sequence[str],
+        *,
+        fixed_tags: Sequence[str] = (),
     ) -> None:
+        fixed = sorted(set(tags) & set(fixed_tags))
         blobs = sorted(set(manifest.blob_references))
         children = sorted(set(manifest.manifest_references))
         m = manifest
@@ -380,16 +458,45 @@ class PostgresMetadataStore(MetadataStore):
                 missing_children = [d for d in children if d not in set(found[1])]
                 if missing_blobs or missing_children:
                     raise MissingReferences(missing_blobs, missing_children)
-            await conn.execute(
-                _STORE_MANIFEST, repo_id, *values, time.time(), *graph, sorted(set(tags))
+            written = await conn.fetch(
+                _STORE_MANIFEST, repo_id, *values, time.time(), *graph, sorted(set(tags)), fixed
             )
+            moved = sorted(set(fixed) - {row[0] for row in written})
+            if moved:
+                raise TagFixed(moved[0])  # the transaction rolls back: nothing is stored
 
         await self._run(txn, transaction=True)
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
-        # Its tags and references go with it (ON DELETE CASCADE).
-        sql = f"DELETE FROM manifests WHERE repository_id = {_REPOSITORY_ID} AND digest = $2"
-        return await self._execute(sql, repository, digest) > 0
+        async def txn(conn: Connection) -> bool:
+            repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", repository)
+            if repo_id is None:
+                return False
+            # What it referenced may now be unreferenced: reviewed after the grace delay.
+            await conn.execute(
+                "INSERT INTO gc_link_reviews (repository_id, digest, since)"
+                " SELECT repository_id, digest, $3 FROM manifest_references"
+                " WHERE repository_id = $1 AND manifest_digest = $2 AND kind = 'blob'"
+                " ORDER BY digest"
+                " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
+                repo_id,
+                digest,
+                time.time(),
+            )
+            # Its tags and references go with it (ON DELETE CASCADE).
+            status = await conn.execute(
+                "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", repo_id, digest
+            )
+            return bool(int(str(status).rsplit(" ", 1)[-1]))
+
+        return await self._run(txn, transaction=True)
+
+    async def manifest_tags(self, repository: str, digest: str) -> list[str]:
+        sql = (
+            "SELECT t.name FROM repositories r JOIN tags t ON t.repository_id = r.id"
+            " WHERE r.name = $1 AND t.digest = $2 ORDER BY t.name"
+        )
+        return [row[0] for row in await self._fetch(sql, repository, digest)]
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         sql = f"DELETE FROM tags WHERE repository_id = {_REPOSITORY_ID} AND name = $2"
@@ -452,12 +559,22 @@ class PostgresMetadataStore(MetadataStore):
         args = (upload_id, expected_size, size, hash_state, time.time())
         return await self._execute(sql, *args) > 0
 
+    def lock_upload(self, upload_id: str) -> AbstractAsyncContextManager[None]:
+        return self._advisory_lock(upload_id)
+
     @asynccontextmanager
-    async def lock_upload(self, upload_id: str) -> AsyncIterator[None]:
+    async def lock_blob(self, digest: str) -> AsyncIterator[None]:
+        async with await wait_for_lock(lambda: self._advisory_lock("blob:" + digest), digest):
+            yield
+
+    @asynccontextmanager
+    async def _advisory_lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the session advisory lock on 64 bits of the name's SHA-256; UploadLocked if
+        another request (in any process) holds it."""
         self._this_process()
-        key = int.from_bytes(hashlib.sha256(upload_id.encode()).digest()[:8], signed=True)
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], signed=True)
         if key in self._held:  # another request of this process holds it
-            raise UploadLocked(upload_id)
+            raise UploadLocked(name)
         self._held.add(key)
         granted: bool | None = None  # None: unknown, the call was cancelled on its way
         try:
@@ -467,7 +584,7 @@ class PostgresMetadataStore(MetadataStore):
                 granted = False  # the connection is gone, and any lock with it
                 raise
             if not granted:
-                raise UploadLocked(upload_id)
+                raise UploadLocked(name)
             yield
         finally:
             if granted is False:
@@ -513,6 +630,9 @@ class PostgresMetadataStore(MetadataStore):
     async def complete_upload(self, upload: UploadRecord, digest: str, size: int) -> None:
         async def txn(conn: Connection) -> None:
             await self._link(conn, upload.repository, digest, size)
+            # The bytes were just put in place (under lock_blob): a collection decided
+            # before must not delete them.
+            await conn.execute("DELETE FROM gc_tombstones WHERE digest = $1", digest)
             await conn.execute("DELETE FROM uploads WHERE id = $1", upload.id)
 
         await self._run(txn, transaction=True)

@@ -81,4 +81,35 @@ MIGRATIONS: list[list[str]] = [
             kind text NOT NULL DEFAULT 'robot'
         )""",
     ],
+    [
+        # Garbage collection review queues (cargobay.lifecycle.gc) and tombstones: blobs
+        # decided deleted whose bytes may still be in the blob store.
+        """CREATE TABLE gc_link_reviews (
+            repository_id bigint NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            since double precision NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        )""",
+        "CREATE INDEX gc_link_reviews_by_since ON gc_link_reviews (since)",
+        """CREATE TABLE gc_blob_reviews (
+            digest text COLLATE "C" PRIMARY KEY,
+            since double precision NOT NULL
+        )""",
+        "CREATE INDEX gc_blob_reviews_by_since ON gc_blob_reviews (since)",
+        """CREATE TABLE gc_tombstones (
+            digest text COLLATE "C" PRIMARY KEY,
+            size bigint NOT NULL,
+            decided_at double precision NOT NULL
+        )""",
+        # What earlier versions left behind (unreferenced links, unlinked blobs) is reviewed
+        # from the upgrade on.
+        """INSERT INTO gc_link_reviews (repository_id, digest, since)
+            SELECT rb.repository_id, rb.digest, extract(epoch FROM now())
+            FROM repository_blobs rb WHERE NOT EXISTS (
+                SELECT FROM manifest_references mr WHERE mr.repository_id = rb.repository_id
+                AND mr.digest = rb.digest AND mr.kind = 'blob')""",
+        """INSERT INTO gc_blob_reviews (digest, since)
+            SELECT b.digest, extract(epoch FROM now()) FROM blobs b
+            WHERE NOT EXISTS (SELECT FROM repository_blobs rb WHERE rb.digest = b.digest)""",
+    ],
 ]

@@ -28,9 +28,11 @@ from cargobay.metadata.base import (
     MissingReferences,
     Referrer,
     StoreStatistics,
+    TagFixed,
     UploadLocked,
     UploadRecord,
 )
+from cargobay.metadata.sqlite_gc import SQLiteGarbageCollection
 from cargobay.metadata.sqlite_schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -39,10 +41,21 @@ CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints of a worker that wr
 
 _MANIFEST_COLUMNS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject, m.annotations"
 _LINKED_BLOB_SIZE = (
-    "SELECT b.size FROM repositories r"
+    "SELECT b.size, rb.repository_id, EXISTS (SELECT 1 FROM gc_link_reviews g"
+    " WHERE g.repository_id = rb.repository_id AND g.digest = rb.digest)"
+    " FROM repositories r"
     " JOIN repository_blobs rb ON rb.repository_id = r.id"
     " JOIN blobs b ON b.digest = rb.digest"
     " WHERE r.name = ? AND rb.digest = ?"
+)
+# Queue a link for garbage collection review, or push its review back to now.
+REVIEW_LINK = (
+    "INSERT INTO gc_link_reviews (repository_id, digest, since) VALUES (?, ?, ?)"
+    " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since"
+)
+REVIEW_BLOB = (
+    "INSERT INTO gc_blob_reviews (digest, since) VALUES (?, ?)"
+    " ON CONFLICT (digest) DO UPDATE SET since = excluded.since"
 )
 
 
@@ -88,7 +101,7 @@ def write_transaction(
     return result
 
 
-class SQLiteMetadataStore(MetadataStore):
+class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
@@ -243,9 +256,25 @@ class SQLiteMetadataStore(MetadataStore):
         )
         return [(r[0], int(r[1])) for r in rows]
 
-    async def linked_blob_size(self, repository: str, digest: str) -> int | None:
+    async def linked_blob_size(
+        self, repository: str, digest: str, *, touch: bool = False
+    ) -> int | None:
         row = self._db.execute(_LINKED_BLOB_SIZE, (repository, digest)).fetchone()
-        return None if row is None else int(row[0])
+        if row is None:
+            return None
+        if not (touch and row[2]):
+            return int(row[0])
+
+        def txn(db: sqlite3.Connection) -> int | None:
+            # Under review: keep it for another grace delay, unless it was collected already.
+            db.execute(
+                "UPDATE gc_link_reviews SET since = ? WHERE repository_id = ? AND digest = ?",
+                (time.time(), row[1], digest),
+            )
+            found = db.execute(_LINKED_BLOB_SIZE, (repository, digest)).fetchone()
+            return None if found is None else int(found[0])
+
+        return await self._transaction(txn, durable=False)
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         await self._transaction(lambda db: self._link(db, repository, digest, size))
@@ -263,6 +292,20 @@ class SQLiteMetadataStore(MetadataStore):
             " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (repo_id, digest, now),
         )
+        db.execute(REVIEW_LINK, (repo_id, digest, now))
+
+    async def link_existing_blob(self, repository: str, digest: str) -> int | None:
+        if await self.blob_size(digest) is None:
+            return None  # the common miss needs no write lock
+
+        def txn(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            if row is None:  # collected since
+                return None
+            self._link(db, repository, digest, int(row[0]))
+            return int(row[0])
+
+        return await self._transaction(txn)
 
     async def mount_blob(self, source: str, repository: str, digest: str) -> int | None:
         if await self.linked_blob_size(source, digest) is None:
@@ -280,12 +323,19 @@ class SQLiteMetadataStore(MetadataStore):
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         def txn(db: sqlite3.Connection) -> bool:
+            repo_id = self._repository_id(db, repository)
             cursor = db.execute(
-                "DELETE FROM repository_blobs WHERE digest = ? AND repository_id ="
-                " (SELECT id FROM repositories WHERE name = ?)",
-                (digest, repository),
+                "DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+                (repo_id, digest),
             )
-            return cursor.rowcount > 0
+            if cursor.rowcount == 0:
+                return False
+            db.execute(
+                "DELETE FROM gc_link_reviews WHERE repository_id = ? AND digest = ?",
+                (repo_id, digest),
+            )
+            db.execute(REVIEW_BLOB, (digest, time.time()))
+            return True
 
         return await self._transaction(txn)
 
@@ -310,9 +360,15 @@ class SQLiteMetadataStore(MetadataStore):
         return None if row is None else _manifest(row)
 
     async def put_manifest(
-        self, repository: str, manifest: ManifestRecord, tags: Sequence[str]
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        tags: Sequence[str],
+        *,
+        fixed_tags: Sequence[str] = (),
     ) -> None:
         now = time.time()
+        fixed = sorted(set(tags) & set(fixed_tags))
 
         def txn(db: sqlite3.Connection) -> None:
             repo_id = self._repository_id(db, repository, create=True)
@@ -320,6 +376,14 @@ class SQLiteMetadataStore(MetadataStore):
             missing_manifests = _missing(db, "manifests", repo_id, manifest.manifest_references)
             if missing_blobs or missing_manifests:
                 raise MissingReferences(missing_blobs, missing_manifests)
+            # Writers are serialised (BEGIN IMMEDIATE): no other put can move a tag between
+            # this check and the writes below.
+            for tag in fixed:
+                row = db.execute(
+                    "SELECT digest FROM tags WHERE repository_id = ? AND name = ?", (repo_id, tag)
+                ).fetchone()
+                if row is not None and row[0] != manifest.digest:
+                    raise TagFixed(tag)
             db.execute(
                 "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject,"
                 " annotations, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -357,6 +421,14 @@ class SQLiteMetadataStore(MetadataStore):
             repo_id = self._repository_id(db, repository)
             if repo_id is None:
                 return False
+            # What it referenced may now be unreferenced: reviewed after the grace delay.
+            db.execute(
+                "INSERT INTO gc_link_reviews (repository_id, digest, since)"
+                " SELECT repository_id, digest, ? FROM manifest_references"
+                " WHERE repository_id = ? AND manifest_digest = ? AND kind = 'blob'"
+                " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
+                (time.time(), repo_id, digest),
+            )
             # Tags and the manifest's references go with it (ON DELETE CASCADE).
             cursor = db.execute(
                 "DELETE FROM manifests WHERE repository_id = ? AND digest = ?", (repo_id, digest)
@@ -364,6 +436,14 @@ class SQLiteMetadataStore(MetadataStore):
             return cursor.rowcount > 0
 
         return await self._transaction(txn)
+
+    async def manifest_tags(self, repository: str, digest: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT t.name FROM repositories r JOIN tags t ON t.repository_id = r.id"
+            " WHERE r.name = ? AND t.digest = ? ORDER BY t.name",
+            (repository, digest),
+        )
+        return [r[0] for r in rows]
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         def txn(db: sqlite3.Connection) -> bool:
@@ -483,6 +563,9 @@ class SQLiteMetadataStore(MetadataStore):
     async def complete_upload(self, upload: UploadRecord, digest: str, size: int) -> None:
         def txn(db: sqlite3.Connection) -> None:
             self._link(db, upload.repository, digest, size)
+            # The bytes were just put in place (under lock_blob): a collection decided
+            # before must not delete them.
+            db.execute("DELETE FROM gc_tombstones WHERE digest = ?", (digest,))
             db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
 
         await self._transaction(txn)

@@ -79,4 +79,35 @@ MIGRATIONS: list[list[str]] = [
         # Refresh tokens of the token server live beside robot tokens.
         "ALTER TABLE api_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'robot'",
     ],
+    [
+        # Garbage collection review queues (cargobay.lifecycle.gc) and tombstones: blobs
+        # decided deleted whose bytes may still be in the blob store.
+        """CREATE TABLE gc_link_reviews (
+            repository_id INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            since REAL NOT NULL,
+            PRIMARY KEY (repository_id, digest)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX gc_link_reviews_by_since ON gc_link_reviews (since)",
+        """CREATE TABLE gc_blob_reviews (
+            digest TEXT PRIMARY KEY,
+            since REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX gc_blob_reviews_by_since ON gc_blob_reviews (since)",
+        """CREATE TABLE gc_tombstones (
+            digest TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            decided_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+        # What earlier versions left behind (unreferenced links, unlinked blobs) is reviewed
+        # from the upgrade on.
+        """INSERT INTO gc_link_reviews (repository_id, digest, since)
+            SELECT rb.repository_id, rb.digest, CAST(strftime('%s', 'now') AS REAL)
+            FROM repository_blobs rb WHERE NOT EXISTS (
+                SELECT 1 FROM manifest_references mr WHERE mr.repository_id = rb.repository_id
+                AND mr.digest = rb.digest AND mr.kind = 'blob')""",
+        """INSERT INTO gc_blob_reviews (digest, since)
+            SELECT b.digest, CAST(strftime('%s', 'now') AS REAL) FROM blobs b
+            WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)""",
+    ],
 ]

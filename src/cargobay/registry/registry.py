@@ -14,6 +14,7 @@ from typing import NoReturn
 from cargobay.config import RegistryConfig
 from cargobay.errors import (
     BlobUnknown,
+    Denied,
     DigestInvalid,
     ManifestBlobUnknown,
     ManifestTooLarge,
@@ -22,7 +23,14 @@ from cargobay.errors import (
     TagInvalid,
     Unsupported,
 )
-from cargobay.metadata.base import ManifestRecord, MetadataStore, MissingReferences, Referrer
+from cargobay.lifecycle.immutable import ImmutableTags
+from cargobay.metadata.base import (
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    Referrer,
+    TagFixed,
+)
 from cargobay.registry.digest import DEFAULT_ALGORITHM, Digest
 from cargobay.registry.manifests import (
     DOCKER_MANIFEST_LIST,
@@ -57,10 +65,17 @@ class ReferrerPage:
 
 
 class Registry:
-    def __init__(self, blobs: BlobStore, metadata: MetadataStore, config: RegistryConfig) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        metadata: MetadataStore,
+        config: RegistryConfig,
+        immutable: ImmutableTags | None = None,
+    ) -> None:
         self.blobs = blobs
         self.metadata = metadata
         self.config = config
+        self.immutable = immutable or ImmutableTags()
         self.uploads = Uploads(blobs, metadata)
 
     # -- blobs -------------------------------------------------------------------------------
@@ -69,7 +84,9 @@ class Registry:
     ) -> BlobLocation:
         """Where to serve a blob from; `for_download=False` (HEAD) skips presigning a URL."""
         digest = Digest.parse(digest_text)
-        size = await self.metadata.linked_blob_size(repository, str(digest))
+        # touch: a client that saw the blob may reference it in a manifest it pushes next;
+        # garbage collection keeps the link for another grace delay.
+        size = await self.metadata.linked_blob_size(repository, str(digest), touch=True)
         if size is None:
             raise BlobUnknown(detail={"digest": str(digest)})
         url = await self.blobs.url_for(digest) if for_download else None
@@ -82,7 +99,7 @@ class Registry:
         self._check_deletes()
         digest = Digest.parse(digest_text)
         # Only the link goes: the bytes may be shared with other repositories, and are
-        # reclaimed by garbage collection once nothing links them.
+        # reclaimed by garbage collection (lifecycle.gc) once nothing links them.
         if not await self.metadata.unlink_blob(repository, str(digest)):
             raise BlobUnknown(detail={"digest": str(digest)})
 
@@ -99,9 +116,7 @@ class Registry:
             # that would undo the delete).
             size = await self.metadata.mount_blob(source, repository, digest)
         if size is None and anywhere and self.config.auto_mount:
-            size = await self.metadata.blob_size(digest)
-            if size is not None:
-                await self.metadata.link_blob(repository, digest, size)
+            size = await self.metadata.link_existing_blob(repository, digest)
         return size
 
     # -- manifests ---------------------------------------------------------------------------
@@ -169,8 +184,11 @@ class Registry:
         if len(tags) > MAX_TAGS_PER_PUSH:
             raise Unsupported(f"at most {MAX_TAGS_PER_PUSH} tags per manifest push", status=414)
         record = parse_manifest(content, content_type, digest).record
+        fixed = self.immutable.fixed(repository, tags)
         try:
-            await self.metadata.put_manifest(repository, record, tags)
+            await self.metadata.put_manifest(repository, record, tags, fixed_tags=fixed)
+        except TagFixed as refused:
+            raise self._immutable(repository, refused.tag) from None
         except MissingReferences as missing:
             raise ManifestBlobUnknown(
                 "manifest references "
@@ -186,9 +204,19 @@ class Registry:
     async def delete_manifest(self, repository: str, reference: str) -> None:
         self._check_deletes()
         if is_tag(reference):
+            if self.immutable.fixed(repository, [reference]):
+                raise self._immutable(repository, reference)
             deleted = await self.metadata.delete_tag(repository, reference)
         elif ":" in reference:
-            deleted = await self.metadata.delete_manifest(repository, str(Digest.parse(reference)))
+            digest = str(Digest.parse(reference))
+            # Checked before the delete, not atomically with it: a first push of an immutable
+            # tag onto this manifest that commits in between is deleted with it.
+            if self.immutable.rules:
+                tags = await self.metadata.manifest_tags(repository, digest)
+                fixed = self.immutable.fixed(repository, tags)
+                if fixed:
+                    raise self._immutable(repository, fixed[0])
+            deleted = await self.metadata.delete_manifest(repository, digest)
         else:
             raise TagInvalid(f"invalid reference {reference!r}: not a tag or a digest")
         if not deleted:
@@ -221,6 +249,14 @@ class Registry:
     def _check_deletes(self) -> None:
         if not self.config.delete_enabled:
             raise Unsupported("deletes are disabled on this registry", status=405)
+
+    def _immutable(self, repository: str, tag: str) -> Denied:
+        rule = self.immutable.rule_for(repository, tag)
+        assert rule is not None  # only tags a rule covers are refused
+        return Denied(
+            rule.refusal(repository, tag),
+            detail={"repository": repository, "tag": tag, "rule": f"immutable_tags[{rule.index}]"},
+        )
 
     async def _raise_unknown(self, repository: str, reference: str) -> NoReturn:
         if not await self.metadata.repository_exists(repository):

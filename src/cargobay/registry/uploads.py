@@ -155,13 +155,17 @@ class Uploads:
                 f"upload content has digest {actual}, not {digest}",
                 detail={"expected": str(digest), "actual": str(actual)},
             )
-        try:
-            await self.blobs.commit_upload(upload.id, size, digest)
-        except UploadMissing:
-            raise await self._staging_lost(upload) from None
-        # A crash here leaves the session without its staged bytes (the blob has them):
-        # `status` then answers that the session is unknown, as the next PATCH or PUT does.
-        await self.metadata.complete_upload(upload, str(digest), size)
+        # Held until the metadata records the blob: garbage collection deletes a blob's bytes
+        # under the same lock, so it never deletes bytes this upload found in place (and
+        # therefore did not write) or just wrote.
+        async with self.metadata.lock_blob(str(digest)):
+            try:
+                await self.blobs.commit_upload(upload.id, size, digest)
+            except UploadMissing:
+                raise await self._staging_lost(upload) from None
+            # A crash here leaves the session without its staged bytes (the blob has them):
+            # `status` then answers that the session is unknown, as the next PATCH or PUT does.
+            await self.metadata.complete_upload(upload, str(digest), size)
         return digest, size
 
     async def cancel(self, upload: UploadRecord) -> None:
