@@ -7,7 +7,8 @@ the same bucket under `/dist`. PostgreSQL is switched back to durable commits (f
 synchronous_commit, full_page_writes: the test service turns them off), as a deployment would
 run it and as the embedded setup's SQLite commits are (synchronous=FULL).
 
-Also here: deleting pushed blobs behind the registries' backs (DeleteObjects), the CPU time of
+Also here: deleting pushed blobs behind the registries' backs (DeleteObjects), the bytes stored
+under a prefix (for the soak's check that deleted blobs are reclaimed), the CPU time of
 the services (/proc, for CPU per operation of the whole setup), and the object store's own
 single-stream ceilings.
 """
@@ -117,6 +118,11 @@ class ScaleOut:
         for start in range(0, len(keys), 1000):
             obstore.delete(self._store, keys[start : start + 1000])
 
+    def object_bytes(self, prefix: str) -> int:
+        """The summed size of the objects whose keys start with `prefix`."""
+        assert self._store is not None
+        return object_bytes(self._store, prefix)
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each service's process tree (SeaweedFS; PostgreSQL's
         postmaster and its backends)."""
@@ -158,6 +164,28 @@ class ScaleOut:
                     best[key] = max(best[key], PROBE_SIZE / MiB / elapsed)
         self.delete([PROBE_KEY])
         return best
+
+
+def object_bytes(store: S3Store, prefix: str) -> int:
+    """The summed size of the objects of `store` whose keys start with `prefix` (one LIST
+    request per 1,000 objects)."""
+    pages = obstore.list(store, prefix, chunk_size=1000)
+    return sum(meta["size"] for page in pages for meta in page)
+
+
+def cargobay_bucket(s3: dict[str, Any]) -> S3Store:
+    """A client for the bucket of cargobay's `storage.s3` settings, as tests/conftest.py's
+    scaleout_config writes them (an endpoint addressed path-style, static keys)."""
+    if not s3.get("path_style"):
+        raise ValueError("only path-style S3 settings (an S3 service on loopback) are supported")
+    return S3Store(
+        s3["bucket"],
+        endpoint=s3["endpoint"],
+        region=s3.get("region") or "us-east-1",
+        access_key_id=s3["access_key_id"],
+        secret_access_key=s3["secret_access_key"],
+        client_options={"allow_http": True, "timeout": "120s"},
+    )
 
 
 def _comm(pid: int) -> str:

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.http import Connection
 
@@ -111,28 +111,46 @@ class Server:
 
 
 class Cargobay(Server):
+    """cargobay on `data_dir`, logging at warning level. `config`: more settings for its config
+    file (e.g. {"gc": {...}}), merged over those of the backing services; a "log_level" there
+    replaces warning."""
+
     label = "cargobay"
     name = "cargobay"
 
-    def __init__(self, data_dir: Path, workers: int = 2, backing: ScaleOut | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int = 2,
+        backing: ScaleOut | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(data_dir, backing)
         self.workers = workers
+        self.extra_config = config or {}
         if backing is not None:
             self.label = "cargobay (S3 + PostgreSQL)"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings of its config file (empty: it gets none)."""
+        services = self.backing.cargobay_config() if self.backing is not None else {}
+        return merge_settings(services, self.extra_config)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOBAY_")}
+        settings = self.config
         args = [
             sys.executable, "-m", "cargobay", "serve",
             "--listen", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
             "--workers", str(self.workers),
-            "--log-level", "warning",
+            "--log-level", str(settings.get("log_level", "warning")),
         ]  # fmt: skip
-        if self.backing is not None:
+        if settings:
             config = self.data_dir.parent / f"{self.data_dir.name}-config.yml"
-            config.write_text(json.dumps(self.backing.cargobay_config(), indent=1))  # JSON is YAML
+            config.write_text(json.dumps(settings, indent=1))  # JSON is YAML
             args += ["--config", str(config)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=env)
@@ -216,6 +234,17 @@ class Distribution(Server):
         algorithm, encoded = digest.split(":", 1)
         root = self.backing.distribution_root
         return f"{root}/docker/registry/v2/blobs/{algorithm}/{encoded[:2]}/{encoded}/data"
+
+
+def merge_settings(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra`'s settings over it, section by section (nested dicts merge)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def wait_ready(

@@ -1,9 +1,15 @@
-"""`make soak`: a long mixed load on one cargobay server; memory, errors and p99 must stay flat.
+"""`make soak`: a long mixed load on one cargobay server; memory, errors and p99 must stay flat,
+and once everything is deleted the garbage collector must give the space back.
 
 python -m bench.soak                       # 10 minutes on the embedded backend (files + SQLite)
 python -m bench.soak --duration 60         # the 60-second version tests/reliability runs
 python -m bench.soak --backend s3          # on SeaweedFS (S3) + PostgreSQL, started here
+python -m bench.soak --gc-delay 5          # the collector's grace delay (default 2 s)
 python -m bench.soak --write               # also write the results into docs/soak.md
+
+The server collects garbage every second (gc.interval_seconds: 1) with a short grace delay
+(gc.delay_seconds: --gc-delay, 2 s), on both backends and with given services too; it logs at
+info level (without the access log) so that each collection's line is in its log.
 
 The load. Several client threads (keep-alive raw-socket HTTP/1.1, bench/http.py) each own two
 repositories and share a third with the others. Each picks a scenario at random, paced to a
@@ -21,32 +27,42 @@ total rate (scenarios per second, all clients together):
   delete-tag      DELETE a tag, then its GET must be 404.
   delete-manifest DELETE the oldest manifest by digest (its tags go with it), then unlink its
                   fresh blobs (DELETE blob, HEAD 404). Also forced before a push once a repository
-                  holds MAX_MANIFESTS manifests, so the data stays in a steady state. The bytes
-                  of unlinked blobs are removed behind the server's back (as garbage collection
-                  would) so that disk use stays bounded.
+                  holds MAX_MANIFESTS manifests, so the data stays in a steady state; the
+                  collector reclaims the bytes of what was deleted, so disk use stays bounded.
   list-tags       the tag list, whole or in pages of 3 following Link: must equal the client's
                   own model of the repository exactly.
   cancel-upload   POST, PATCH 64 KiB, status GET (204, Range), DELETE (204), status GET 404.
   catalog         GET /v2/_catalog?n=100.
 
 Every response must have the status the client's model predicts (and bodies and digests match);
-anything else, or an exception, is an error. Errors in the server's log and worker restarts count
-too. After the run no upload may be left staged (embedded: uploads/ and upload-locks/ empty).
+anything else, or an exception, is an error. Errors in the server's log (and any warning of the
+collector: a failed or skipped collection, a failed delete) and worker restarts count too. After
+the run no upload may be left staged (embedded: uploads/ and upload-locks/ empty).
+
+The drain. When the load stops, each client deletes everything its model holds: every manifest
+by digest, then its fresh blobs (an unexpected status is an error). Then the blob storage
+(embedded: the files under <data dir>/blobs; S3: the objects under <prefix>/blobs/) is polled
+until it is back to its size when the load started, give or take RECLAIM_SLACK (5 %) of the
+largest size sampled: the load starts on an empty registry, so 5 % of nothing would demand that
+the last byte be gone by the last poll. It has --gc-delay + RECLAIM_TIMEOUT (120 s) to get there.
 
 Measured every `--interval` seconds (10): RSS (VmRSS) of the supervisor and each worker, from
-/proc, summed; open file descriptors; the metadata database's size (embedded); CPU used by the
-server, by the clients and by everything else on the machine; and per window, the requests done
-and their p50/p99 latency (all requests, and per request class). Samples and windows before the
-warm-up (10 % of the run, 30 % on S3; at least two samples) are not judged. The verdict (the
-thresholds and their reasons: Thresholds, and docs/soak.md):
+/proc, summed; open file descriptors; the metadata database's size (embedded); the bytes of the
+blob storage; CPU used by the server, by the clients and by everything else on the machine; and
+per window, the requests done and their p50/p99 latency (all requests, and per request class).
+Samples and windows before the warm-up (10 % of the run, 30 % on S3; at least two samples) are
+not judged. The verdict (the thresholds and their reasons: Thresholds, and docs/soak.md):
 
-  errors    none.
+  errors    none (in the load and in the drain).
   memory    the Theil-Sen slope of the summed RSS over the judged samples at most
             max_slope_mib_min, AND the median of the last third of those samples at most
             max_growth_pct above the median of the first third. Either one failing fails.
   p99       the median of the window p99s of the last third at most p99_factor times that of
             the first third (medians of windows: a burst of other work on the machine moves a
             window or two, not the median).
+  reclaim   after the drain the blob storage back within bounds in time (above), and the
+            server's log shows the collector's "garbage collection: ..." lines (a soak whose
+            collector never ran would otherwise pass on a small load).
 """
 
 from __future__ import annotations
@@ -70,6 +86,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +123,11 @@ MAX_MANIFESTS = 12  # per repository and client: beyond this, the oldest is dele
 POOL = 8  # blobs every client pushes to the shared repository
 NOISE = 8 * MiB  # each client's random bytes, from which unique blobs are cut
 REQUEST_TIMEOUT = 120.0
+GC_INTERVAL = 1  # seconds between the collector's runs (gc.interval_seconds)
+# After the drain the blob storage must be back to its size at the start plus this share of its
+# peak (the start is empty: see the module docstring), within the grace delay plus this.
+RECLAIM_SLACK = 0.05
+RECLAIM_TIMEOUT = 120.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
 
@@ -164,8 +186,9 @@ class Options:
     data_root: Path | None = None
     keep_data: bool = False
     thresholds: Thresholds | None = None  # default: Thresholds.for_duration(duration)
+    gc_delay: int = 2  # the collector's grace delay, seconds (gc.delay_seconds)
     # Run against services started elsewhere (the test suite's SeaweedFS and PostgreSQL
-    # fixtures): cargobay's config for them. Bytes of deleted blobs are then not removed.
+    # fixtures): cargobay's config for them (the soak's gc settings are merged in).
     server_config: dict[str, object] | None = None
     log: Callable[[str], None] | None = None
 
@@ -196,6 +219,7 @@ class Sample:
     cpu_machine: float = 0.0
     cpu_services: float = 0.0  # --backend s3: SeaweedFS and PostgreSQL, serving the server
     database_bytes: int = 0  # embedded: metadata.db + its WAL (nothing may grow without bound)
+    blob_bytes: int = 0  # committed blobs: files under data_dir/blobs, or objects in the bucket
 
     @property
     def rss(self) -> int:
@@ -234,10 +258,17 @@ class Verdict:
     memory_ok: bool
     p99_ok: bool
     leftovers: dict[str, int]  # staged uploads and lock files left after the load
+    # The drain (results stored before it existed have none: reclaim_ok None).
+    blob_bytes_start: int = 0
+    blob_bytes_peak: int = 0  # the most sampled, during the load or the drain
+    blob_bytes_end: int = 0
+    reclaim_seconds: float = math.nan  # from the drain's first DELETE; NaN: not reclaimed
+    collections: int = 0  # the collector's "garbage collection: ..." lines in the server's log
+    reclaim_ok: bool | None = None
 
     @property
     def passed(self) -> bool:
-        return self.errors_ok and self.memory_ok and self.p99_ok
+        return self.errors_ok and self.memory_ok and self.p99_ok and self.reclaim_ok is not False
 
 
 @dataclass
@@ -257,6 +288,8 @@ class SoakResult:
     judged_after: float
     verdict: Verdict
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    drain_images: int = 0  # manifests deleted by the drain
+    drain_delete_seconds: float = math.nan  # how long the drain's DELETEs took
 
     @property
     def passed(self) -> bool:
@@ -277,7 +310,7 @@ class SoakResult:
 class Blob:
     digest: str
     size: int
-    fresh: bool  # unique to one manifest: unlinked (and its bytes removed) with it
+    fresh: bool  # unique to one manifest: unlinked with it
 
 
 @dataclass(frozen=True)
@@ -334,7 +367,6 @@ class Stats:
         self.requests: Counter[str] = Counter()
         self.bytes_up = 0
         self.bytes_down = 0
-        self.forget: list[str] = []  # digests of unlinked fresh blobs
 
     def record(self, cls: str, seconds: float, up: int, down: int) -> None:
         with self.lock:
@@ -354,16 +386,18 @@ class Stats:
             if len(self.errors) < 50:
                 self.errors.append(message)
 
+    def add_errors(self, other: Stats) -> None:
+        """Count `other`'s errors here too (it keeps the first messages only, as this does)."""
+        for message in other.errors:
+            self.error(message)
+        with self.lock:
+            self.error_count += other.error_count - len(other.errors)
+
     def take_window(self) -> tuple[list[tuple[str, float]], int]:
         with self.lock:
             window, self.current = self.current, []
             errors, self.window_errors = self.window_errors, 0
             return window, errors
-
-    def take_forget(self) -> list[str]:
-        with self.lock:
-            out, self.forget = self.forget, []
-            return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -683,6 +717,12 @@ class Client(threading.Thread):
     def delete_manifest(self, repo: Repo) -> None:
         if not repo.manifests:
             return self.push(repo)
+        self.delete_oldest(repo)
+        self.stats.done("delete-manifest")
+        return None
+
+    def delete_oldest(self, repo: Repo) -> None:
+        """DELETE the oldest manifest by digest, then unlink its fresh blobs."""
         digest = next(iter(repo.manifests))
         image = repo.manifests.pop(digest)
         target = f"/v2/{repo.name}/manifests/{digest}"
@@ -690,17 +730,29 @@ class Client(threading.Thread):
         for tag in [t for t, d in repo.tags.items() if d == digest]:
             del repo.tags[tag]
         self.call("manifest-get", "HEAD", target, (404,))
-        forget = []
         for blob in (image.config, *image.layers):
             if blob.fresh:
                 blob_target = f"/v2/{repo.name}/blobs/{blob.digest}"
                 self.call("delete", "DELETE", blob_target, (202,))
                 self.call("blob-head", "HEAD", blob_target, (404,))
-                forget.append(blob.digest)
-        with self.stats.lock:
-            self.stats.forget.extend(forget)
-        self.stats.done("delete-manifest")
-        return None
+
+    def drain(self, stats: Stats) -> int:
+        """After the load (the thread has ended): delete every manifest the model holds, and
+        its fresh blobs, counting requests and errors in `stats`. How many were deleted."""
+        self.stats = stats
+        deleted = 0
+        for repo in self.repos:
+            while repo.manifests:
+                try:
+                    self.delete_oldest(repo)
+                except Exception as exc:  # the manifest is out of the model: go on
+                    detail = str(exc) if isinstance(exc, Failure) else traceback.format_exc(limit=3)
+                    stats.error(f"client {self.index} drain: {detail}"[:1000])
+                    self.conn.close()
+                else:
+                    deleted += 1
+        self.conn.close()
+        return deleted
 
     def list_tags(self, repo: Repo) -> None:
         base = f"/v2/{repo.name}/tags/list"
@@ -768,8 +820,39 @@ def _database_bytes(data_dir: Path | None) -> int:
     return total
 
 
+def file_bytes(folder: Path) -> int:
+    """The summed size of the files under `folder`."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):  # collected meanwhile
+                total += os.stat(os.path.join(parent, name)).st_size
+    return total
+
+
+def blob_meter(server: Cargobay, services: ScaleOut | None) -> Callable[[], int]:
+    """What measures the server's committed blobs: the files under its storage path's blobs/,
+    or the objects under its prefix's blobs/ in the bucket (read with the client of `services`
+    when they were started here, else with one made from the server's config)."""
+    storage = server.config.get("storage") or {}
+    if storage.get("driver") != "s3":
+        return functools.partial(file_bytes, Path(storage.get("path") or server.data_dir) / "blobs")
+    from bench.backing import cargobay_bucket, object_bytes  # imports tests/services, obstore
+
+    s3 = storage["s3"]
+    prefix = str(s3.get("prefix", "")).strip("/")
+    blobs = f"{prefix}/blobs/" if prefix else "blobs/"
+    if services is not None:
+        return functools.partial(services.object_bytes, blobs)
+    return functools.partial(object_bytes, cargobay_bucket(s3), blobs)
+
+
 def sample(
-    root: int, t: float, data_dir: Path | None = None, services: ScaleOut | None = None
+    root: int,
+    t: float,
+    data_dir: Path | None = None,
+    services: ScaleOut | None = None,
+    blob_bytes: Callable[[], int] | None = None,
 ) -> Sample:
     pids = process_tree(root)
     own = os.times()
@@ -782,6 +865,7 @@ def sample(
         cpu_machine=_machine_busy(),
         cpu_services=sum(services.cpu_seconds().values()) if services is not None else 0.0,
         database_bytes=_database_bytes(data_dir),
+        blob_bytes=blob_bytes() if blob_bytes is not None else 0,
     )
 
 
@@ -819,6 +903,35 @@ def thirds(values: list[T]) -> tuple[list[T], list[T]]:
     return values[:n], values[-n:]
 
 
+@dataclass
+class Reclaim:
+    """What the drain measured: the blob storage's bytes, and the collector's log lines."""
+
+    start_bytes: int  # when the load started
+    peak_bytes: int  # the most sampled, during the load or the drain
+    timeout: float  # seconds allowed after the drain's deletes
+    end_bytes: int = 0  # at the drain's last poll
+    seconds: float = math.nan  # from the drain's first DELETE until within bounds; NaN: never
+    collections: int = 0  # "garbage collection: ..." lines in the server's log
+
+    @property
+    def bound(self) -> float:
+        return self.start_bytes + RECLAIM_SLACK * self.peak_bytes
+
+    def problem(self) -> str:
+        """Why the space does not count as reclaimed ("" when it does)."""
+        problems = []
+        if math.isnan(self.seconds) or self.end_bytes > self.bound:
+            problems.append(
+                f"blob storage not reclaimed within {self.timeout:g} s of the deletes:"
+                f" {self.end_bytes:,} bytes at the last poll, more than {self.start_bytes:,} at"
+                f" the start + {RECLAIM_SLACK:.0%} of the peak {self.peak_bytes:,}"
+            )
+        if self.collections == 0:
+            problems.append("the server's log has no 'garbage collection:' line")
+        return "; ".join(problems)
+
+
 def judge(
     samples: list[Sample],
     windows: list[Window],
@@ -827,6 +940,7 @@ def judge(
     errors: int,
     messages: list[str],
     leftovers: dict[str, int],
+    reclaim: Reclaim | None = None,
 ) -> Verdict:
     judged = [s for s in samples if s.t >= judged_after]
     points = [(s.t, s.rss / MiB) for s in judged]
@@ -847,6 +961,18 @@ def judge(
     leftover_count = sum(leftovers.values())
     if leftover_count:
         messages = [*messages, f"left after the load: {leftovers}"]
+    reclaimed: dict[str, Any] = {}
+    if reclaim is not None:
+        reclaimed = {
+            "blob_bytes_start": reclaim.start_bytes,
+            "blob_bytes_peak": reclaim.peak_bytes,
+            "blob_bytes_end": reclaim.end_bytes,
+            "reclaim_seconds": reclaim.seconds,
+            "collections": reclaim.collections,
+            "reclaim_ok": not reclaim.problem(),
+        }
+        if reclaim.problem():
+            messages = [*messages, reclaim.problem()]
     return Verdict(
         errors=errors + leftover_count,
         error_messages=messages,
@@ -865,6 +991,7 @@ def judge(
         and growth <= first_mib * thresholds.max_growth_pct / 100,
         p99_ok=enough and ratio <= thresholds.p99_factor,
         leftovers=leftovers,
+        **reclaimed,
     )
 
 
@@ -882,9 +1009,51 @@ class _GivenServices:
 
 
 def _server_errors(text: str) -> list[str]:
-    """Lines of the server's log that report a failure (it logs at warning level)."""
+    """Lines of the server's log that report a failure: errors, and the collector's warnings
+    (a collection that failed or was skipped, bytes it could not delete)."""
     bad = (" ERROR ", " CRITICAL ", "Traceback")
-    return [line for line in text.splitlines() if any(b in line for b in bad)]
+    gc_trouble = ("failed", "skipped", "cannot")
+    return [
+        line
+        for line in text.splitlines()
+        if any(b in line for b in bad)
+        or ("garbage collection" in line and any(t in line for t in gc_trouble))
+    ]
+
+
+def _collections(text: str) -> int:
+    """The collector's report lines in the server's log: one per collection that removed
+    something ("garbage collection: N links and M blobs removed, ...")."""
+    return sum(
+        "garbage collection: " in line and " removed, " in line for line in text.splitlines()
+    )
+
+
+def _drain(
+    clients: list[Client],
+    stats: Stats,
+    blob_bytes: Callable[[], int],
+    reclaim: Reclaim,
+    poll: float,
+) -> tuple[int, float]:
+    """Each client deletes what it pushed (one thread each), then the blob storage is polled
+    until it is within `reclaim.bound`, for at most `reclaim.timeout` seconds after the
+    deletes; `reclaim` gets the bytes seen and the time it took. Returns the manifests deleted
+    and how long the deletes took."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, len(clients))) as pool:
+        deleted = sum(pool.map(lambda client: client.drain(stats), clients))
+    delete_seconds = time.monotonic() - started
+    deadline = time.monotonic() + reclaim.timeout
+    while True:
+        reclaim.end_bytes = blob_bytes()
+        reclaim.peak_bytes = max(reclaim.peak_bytes, reclaim.end_bytes)
+        if reclaim.end_bytes <= reclaim.bound:
+            reclaim.seconds = time.monotonic() - started
+            return deleted, delete_seconds
+        if time.monotonic() >= deadline:
+            return deleted, delete_seconds
+        time.sleep(poll)
 
 
 # The lock files of upload expiry (cargobay.registry.uploads) and of garbage collection
@@ -903,8 +1072,20 @@ def _leftovers(data_dir: Path) -> dict[str, int]:
     return out
 
 
+def server_settings(options: Options) -> dict[str, Any]:
+    """What the soak adds to the server's config: the collector at a 1-second interval with a
+    short grace delay, and info-level logs (without the access log) so that its report lines
+    are in the log."""
+    return {
+        "log_level": "info",
+        "access_log": False,
+        "gc": {"interval_seconds": GC_INTERVAL, "delay_seconds": options.gc_delay},
+    }
+
+
 def run_soak(options: Options) -> SoakResult:
-    """Start a server, load it for `options.duration` seconds, stop it, judge."""
+    """Start a server, load it for `options.duration` seconds, delete everything, wait for the
+    collector to reclaim the space, stop the server, judge."""
     say = options.log or (lambda message: None)
     thresholds = options.thresholds or Thresholds.for_duration(options.duration)
     data_root = Path(tempfile.mkdtemp(prefix="cargobay-soak-", dir=options.data_root))
@@ -919,6 +1100,8 @@ def run_soak(options: Options) -> SoakResult:
     clients: list[Client] = []
     log_errors: list[str] = []
     leftovers: dict[str, int] = {}
+    reclaim: Reclaim | None = None
+    drained, drain_seconds = 0, math.nan
     version = ""
     began = time.monotonic()
     try:
@@ -930,10 +1113,16 @@ def run_soak(options: Options) -> SoakResult:
             say("starting SeaweedFS and PostgreSQL ...")
             backing = ScaleOut(data_root / "services").start()
             say(f"  {describe(backing.versions)}")
-        server = Cargobay(data_root / "cargobay", workers=options.workers, backing=backing)
+        server = Cargobay(
+            data_root / "cargobay",
+            workers=options.workers,
+            backing=backing,
+            config=server_settings(options),
+        )
         server.start()
         say(
-            f"cargobay on {server.host}:{server.port} (pid {server.pid}, {options.workers} workers)"
+            f"cargobay on {server.host}:{server.port} (pid {server.pid}, {options.workers} workers,"
+            f" gc every {GC_INTERVAL} s, delay {options.gc_delay} s)"
         )
         pool = pool_blobs(options.seed)
         per_client = options.clients / options.rate if options.rate > 0 else 0.0
@@ -948,11 +1137,11 @@ def run_soak(options: Options) -> SoakResult:
             else None
         )
         services = backing if options.server_config is None else None
-        samples.append(sample(server.pid, 0.0, database, services))
+        blob_bytes = blob_meter(server, services)
+        samples.append(sample(server.pid, 0.0, database, services, blob_bytes))
         workers = set(samples[0].rss_by_pid)
         for client in clients:
             client.start()
-        forgetting = options.server_config is None
         k = 0
         while True:
             k += 1
@@ -962,7 +1151,7 @@ def run_soak(options: Options) -> SoakResult:
             time.sleep(max(0.0, t0 + end - time.monotonic()))
             now = time.monotonic() - t0
             window, errors = stats.take_window()
-            s = sample(server.pid, now, database, services)
+            s = sample(server.pid, now, database, services, blob_bytes)
             samples.append(s)
             if set(s.rss_by_pid) != workers:
                 stats.error(
@@ -971,13 +1160,12 @@ def run_soak(options: Options) -> SoakResult:
                 workers = set(s.rss_by_pid)
             w = _window(window, (k - 1) * options.interval, now, errors)
             windows.append(w)
-            if forgetting:
-                _forget(server, backing, stats.take_forget())
             used = cores(samples[-2], s)
             say(
                 f"{now:6.0f} s  RSS {s.rss / MiB:6.1f} MiB"
                 f" ({' + '.join(f'{v / MiB:.1f}' for v in s.rss_by_pid.values())})"
-                f"  fds {s.fds:3d}  {w.requests:5d} requests  p50 {w.p50_ms:6.2f} ms"
+                f"  fds {s.fds:3d}  blobs {s.blob_bytes / MiB:6.1f} MiB"
+                f"  {w.requests:5d} requests  p50 {w.p50_ms:6.2f} ms"
                 f"  p99 {w.p99_ms:6.1f} ms  errors {stats.error_count}"
                 f"  cores: server {used[0]:.2f} clients {used[1]:.2f} other {used[2]:.2f}"
             )
@@ -986,11 +1174,33 @@ def run_soak(options: Options) -> SoakResult:
             client.join(timeout=REQUEST_TIMEOUT)
         if options.server_config is None and options.backend == "embedded":
             leftovers = _leftovers(server.data_dir)
+        reclaim = Reclaim(
+            samples[0].blob_bytes,
+            max(s.blob_bytes for s in samples),
+            timeout=options.gc_delay + RECLAIM_TIMEOUT,
+        )
+        say(f"drain: deleting everything, then waiting for {reclaim.peak_bytes / MiB:.1f} MiB")
+        drain_stats = Stats()
+        drained, drain_seconds = _drain(
+            clients,
+            drain_stats,
+            blob_bytes,
+            reclaim,
+            poll=1.0 if options.backend == "s3" or options.server_config else 0.2,
+        )
+        stats.add_errors(drain_stats)
+        say(
+            f"drain: {drained} manifests deleted in {drain_seconds:.1f} s; blobs"
+            f" {reclaim.end_bytes / MiB:.2f} MiB after {reclaim.seconds:.1f} s"
+        )
     finally:
         stop.set()
         if server is not None:
             server.stop()
-            log_errors = _server_errors(server.log_tail(100_000))
+            log = server.log_tail(1_000_000)
+            log_errors = _server_errors(log)
+            if reclaim is not None:
+                reclaim.collections = _collections(log)
             version = server.version
         if backing is not None and options.server_config is None:
             backing.stop()
@@ -1001,7 +1211,14 @@ def run_soak(options: Options) -> SoakResult:
     stats.error_count += max(0, len(log_errors) - 20)
     judged_after = options.judged_after()
     verdict = judge(
-        samples, windows, judged_after, thresholds, stats.error_count, stats.errors, leftovers
+        samples,
+        windows,
+        judged_after,
+        thresholds,
+        stats.error_count,
+        stats.errors,
+        leftovers,
+        reclaim,
     )
     per_class = _per_class(windows, judged_after)
     return SoakResult(
@@ -1024,6 +1241,8 @@ def run_soak(options: Options) -> SoakResult:
         judged_after=judged_after,
         verdict=verdict,
         per_class=per_class,
+        drain_images=drained,
+        drain_delete_seconds=drain_seconds,
     )
 
 
@@ -1056,18 +1275,6 @@ def _per_class(windows: list[Window], judged_after: float) -> dict[str, dict[str
             "p99_last_ms": statistics.median(last) if last else math.nan,
         }
     return out
-
-
-def _forget(server: Cargobay, backing: ScaleOut | None, digests: list[str]) -> None:
-    """Remove the bytes of blobs no repository links any more, as garbage collection would:
-    their content is unique, nobody asks for it again, and disk use stays bounded."""
-    if not digests:
-        return
-    if backing is not None:
-        backing.delete([server.blob_key(d) for d in digests])
-        return
-    for digest in digests:
-        server.blob_file(digest).unlink(missing_ok=True)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -1146,13 +1353,20 @@ def render(result: SoakResult, argv: str) -> str:
         f"- cargobay {result.version}, {o['workers']} workers, {backend};"
         f" {o['clients']} clients at {o['rate']:g} scenarios/s in total;"
         f" samples every {o['interval']:g} s, the first {result.judged_after:g} s not judged",
+    ]
+    if v.reclaim_ok is not None:
+        lines.append(
+            f"- Garbage collection every {GC_INTERVAL} s, grace delay {o['gc_delay']:g} s"
+            f" (`gc: {{interval_seconds: {GC_INTERVAL}, delay_seconds: {o['gc_delay']:g}}}`)"
+        )
+    lines += [
         "",
         f"**Verdict: {'PASS' if result.passed else 'FAIL'}**",
         "",
         "| criterion | measured | threshold | result |",
         "| --- | --- | --- | --- |",
-        f"| errors (unexpected status, exception, server log error, worker restart, upload"
-        f" left staged) | {v.errors} | 0 | {_ok(v.errors_ok)} |",
+        f"| errors (unexpected status, exception, server log error or collector warning,"
+        f" worker restart, upload left staged) | {v.errors} | 0 | {_ok(v.errors_ok)} |",
         f"| RSS slope (Theil-Sen) over the judged samples | {_f(v.memory_slope_mib_min, 2)}"
         f" MiB/min ({_f(v.bytes_per_request, 0)} bytes per request) |"
         f" ≤ {th.max_slope_mib_min:g} MiB/min |"
@@ -1164,8 +1378,18 @@ def render(result: SoakResult, argv: str) -> str:
         f"| p99 latency, median of the window p99s, last third vs first third |"
         f" {_f(v.p99_first_third_ms)} → {_f(v.p99_last_third_ms)} ms (x{_f(v.p99_ratio, 2)}) |"
         f" ≤ x{th.p99_factor:g} | {_ok(v.p99_ok)} |",
-        "",
     ]
+    if v.reclaim_ok is not None:
+        lines.append(
+            "| blob storage after everything was deleted (start → peak → end), collections"
+            f" logged | {v.blob_bytes_start / MiB:,.1f} → {v.blob_bytes_peak / MiB:,.1f} →"
+            f" {v.blob_bytes_end / MiB:,.2f} MiB in {_f(v.reclaim_seconds)} s;"
+            f" {v.collections:,} collections | ≤ start + {RECLAIM_SLACK:.0%} of the peak"
+            f" ({(v.blob_bytes_start + RECLAIM_SLACK * v.blob_bytes_peak) / MiB:,.2f} MiB)"
+            f" within {o['gc_delay'] + RECLAIM_TIMEOUT:g} s of the deletes; ≥ 1 collection |"
+            f" {_ok(v.reclaim_ok)} |"
+        )
+    lines.append("")
     other = _other_load(result)
     lines += [
         "Other work on the machine (cores used by neither the server nor the clients, mean over"
@@ -1181,7 +1405,13 @@ def render(result: SoakResult, argv: str) -> str:
     lines += [
         f"Load: {sum(result.scenarios.values()):,} scenarios ({scenarios}); {total:,} requests"
         f" ({total / seconds:,.0f}/s), {result.bytes_up / MiB:,.0f} MiB up,"
-        f" {result.bytes_down / MiB:,.0f} MiB down.",
+        f" {result.bytes_down / MiB:,.0f} MiB down."
+        + (
+            f" Drain: {result.drain_images:,} manifests (and their fresh blobs) deleted in"
+            f" {result.drain_delete_seconds:.1f} s."
+            if v.reclaim_ok is not None
+            else ""
+        ),
         "",
         "| request class | requests | p99 ms, first third | p99 ms, last third |",
         "| --- | ---: | ---: | ---: |",
@@ -1196,16 +1426,17 @@ def render(result: SoakResult, argv: str) -> str:
     lines += [
         "",
         "Every sample (RSS in MiB; fds: open file descriptors of the server's processes;"
-        " database: metadata.db and its WAL, embedded only; the window is the interval before"
-        f" the sample; windows before {result.judged_after:g} s are not judged):",
+        " database: metadata.db and its WAL, embedded only; blobs: the blob storage; the window"
+        f" is the interval before the sample; windows before {result.judged_after:g} s are not"
+        " judged):",
         "",
         "| t s | RSS total | "
         + " | ".join(names)
-        + " | fds | database MiB | requests | p50 ms | p99 ms | errors"
+        + " | fds | database MiB | blobs MiB | requests | p50 ms | p99 ms | errors"
         + " | cores: server / clients / other |",
         "| ---: | ---: | "
         + " | ".join("---:" for _ in names)
-        + " | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        + " | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     windows = {round(w.end): w for w in result.windows}
     previous = None
@@ -1215,7 +1446,8 @@ def render(result: SoakResult, argv: str) -> str:
         row = (
             f"| {s.t:.0f} | {s.rss / MiB:.1f} | "
             + " | ".join("—" if x is None else f"{x / MiB:.1f}" for x in per)
-            + f" | {s.fds} | {_f(s.database_bytes / MiB) if s.database_bytes else '—'} | "
+            + f" | {s.fds} | {_f(s.database_bytes / MiB) if s.database_bytes else '—'}"
+            + f" | {_f(s.blob_bytes / MiB) if v.reclaim_ok is not None else '—'} | "
         )
         if w is None or previous is None:
             row += "— | — | — | — | — |"
@@ -1251,7 +1483,8 @@ def _other_load(result: SoakResult) -> tuple[float, float, float, float]:
 
 DOC_HEAD = """# Soak test
 
-Does cargobay stay healthy under a long mixed load: no errors, no memory growth, a stable p99?
+Does cargobay stay healthy under a long mixed load, with its garbage collector at work: no
+errors, no memory growth, a stable p99, and the space of everything deleted given back?
 `make soak` runs 10 minutes on the embedded backend (`python -m bench.soak --duration 600`);
 `make soak SOAK_ARGS='--backend s3 --duration 1800'` runs 30 on S3 (SeaweedFS) + PostgreSQL,
 where 10 minutes is not enough (see "What it found"). `--write` replaces the section of this
@@ -1272,17 +1505,43 @@ a manifest PUT by tag, moving the tag when it exists), pull (6: manifest by tag,
 by GET or HEAD, compared with the model), retag (2), delete a tag (1), delete the oldest manifest
 by digest and unlink its blobs (1; forced before a push once a repository holds 12 manifests, so
 the data stays in a steady state), list tags (2: whole, or in pages of 3 following `Link`,
-compared with the model exactly), start and cancel an upload (0.5), catalog (0.5). Bytes of
-unlinked blobs are removed behind the server's back, as garbage collection would, so that disk
-use stays bounded. Details: the docstring of [bench/soak.py](../bench/soak.py).
+compared with the model exactly), start and cancel an upload (0.5), catalog (0.5). Details: the
+docstring of [bench/soak.py](../bench/soak.py).
+
+The server collects garbage ([gc.md](gc.md)) every second with a 2-second grace delay, on both
+backends (and when run against the test suite's services):
+
+```yaml
+gc: {interval_seconds: 1, delay_seconds: 2}   # --gc-delay changes the delay
+log_level: info                               # the collector's lines, one per collection
+access_log: false
+```
+
+So the bytes of deleted images go while the load runs, and disk use stays bounded. That is a
+harsher setting than any deployment's (the default delay is a day): a client that took more
+than 2 s between uploading (or HEADing) a blob and pushing the manifest that references it
+would get `MANIFEST_BLOB_UNKNOWN`; the soak's clients push their manifests at once. When the
+load stops, the **drain**: each client deletes everything its model holds, every manifest by
+digest and then its fresh blobs, and the blob storage is watched until the collector has given
+the space back.
 
 """
 SECTION = "<!-- soak:{} -->"
 DOC_FINDINGS = """## What it found
 
-- **No errors, no leak found.** Embedded, 10 minutes: 151,298 requests, none unexpected, nothing
-  in the server's log, no worker restart, no upload left. On S3 + PostgreSQL: none in 10 and in
-  30 minutes (52,171 and 154,726 requests).
+- **With the collector, the space comes back.** Embedded, 2 minutes (2026-12-06, `make soak
+  SOAK_ARGS='--duration 120'`): 30,554 requests, none unexpected, no error or collector warning
+  in the server's log, 172 collections logged. The blob storage held 114-145 MiB once the
+  repositories were full (the collector keeps up: before it, the soak deleted the bytes of
+  unlinked blobs itself); the drain deleted 136 manifests and their fresh blobs in 0.7 s, and
+  3.7 s after its first DELETE the blob storage was empty (0 bytes; the 2-second delay and the
+  1-second interval are most of that). RSS +0.2 % (0.31 MiB/min), p99 x1.95 with other work on
+  the machine rising from 1.31 to 1.69 cores. Not run yet with the collector: the 10-minute
+  soak, and S3 + PostgreSQL.
+- **No errors, no leak found** (the runs under "Results" from 2026-11-27, before garbage
+  collection). Embedded, 10 minutes: 151,298 requests, none unexpected, nothing in the server's
+  log, no worker restart, no upload left. On S3 + PostgreSQL: none in 10 and in 30 minutes
+  (52,171 and 154,726 requests).
 - **Why RSS still rises a little.** Looked at with a scratch build of the server (not committed)
   that logs every 10 s glibc's `mallinfo2()`, Python's object and block counts,
   `sqlite3_memory_used()`, the RSS of each kind of mapping (/proc/self/smaps) and diffs of
@@ -1314,12 +1573,15 @@ DOC_FINDINGS = """## What it found
   but not the slope (1.21 MiB/min); a lower `trim_threshold` or a periodic `malloc_trim` would
   bound it, at a cost to uploads to be measured with `make bench` first. Judge S3 with
   `make soak SOAK_ARGS='--backend s3 --duration 1800'`.
-- **The metadata database grows, its WAL in steps.** metadata.db grows with the rows of pushed
-  blobs (0.45 to 0.85 MiB in 4 minutes here): unlinking a blob keeps its row, and its bytes,
-  until garbage collection (a later feature) reclaims them. The WAL file never shrinks (no
+- **The metadata database grows, its WAL in steps.** Before garbage collection metadata.db
+  grew with the rows of pushed blobs (0.45 to 0.85 MiB in 4 minutes): unlinking a blob kept its
+  row; the collector now deletes the rows of what it collects. The WAL file never shrinks (no
   `journal_size_limit`): its size is the most written between two resets of the WAL, one
   second of writes or a few when a checkpoint is late, 6 to 12 MiB at this load (both files:
-  7.0 to 15.6 MiB over the 10-minute run). Neither moves memory or latency here.
+  7.0 to 15.6 MiB over the 10-minute run before the collector). With the collector both files
+  went from 7.4 to 18.0 MiB in the 2-minute run, in steps (7.7 at 30 s, 11.3 from 40 to 100 s,
+  16.1 and 18.0 at the last two samples): not looked into yet; the 10-minute run will show
+  whether it levels off. Neither moves memory or latency here.
 
 """
 
@@ -1354,14 +1616,16 @@ def write_doc(key: str | None, report: str = "", path: Path = DOC) -> None:
 DOC_CRITERIA = """## Criteria, and why these thresholds
 
 Every 10 s (5 s in the 60-second test): VmRSS of the supervisor and of each worker (/proc), their
-open file descriptors, the metadata database's size, CPU used by the server, the clients and
-anything else on the machine, and the p50 and p99 of every request of the window before. The
-first 10 % of the run is warm-up (30 % on S3), not judged.
+open file descriptors, the metadata database's size, the size of the blob storage, CPU used by
+the server, the clients and anything else on the machine, and the p50 and p99 of every request
+of the window before. The first 10 % of the run is warm-up (30 % on S3), not judged.
 
-- **Errors: none.** Any status the client's model did not predict, a body or digest that differs
-  from what was pushed, an exception or timeout, an ERROR line or traceback in the server's log,
-  a worker restart (the server's set of processes changed), or an upload left staged or a
-  per-upload lock file left behind once the load stops.
+- **Errors: none.** Any status the client's model did not predict (during the load or the
+  drain), a body or digest that differs from what was pushed, an exception or timeout, an ERROR
+  line or traceback in the server's log, a warning of the collector (`garbage collection
+  failed`, `skipped`, bytes it `cannot delete`), a worker restart (the server's set of
+  processes changed), or an upload left staged or a per-upload lock file left behind once the
+  load stops.
 - **Memory: no growth trend.** Both must hold over the judged samples of the summed RSS:
   - its **slope at most 1 MiB/min** (6 MiB/min in the 60-second test). The slope is Theil-Sen's,
     the median of the slopes between every two samples: a leak raises every later sample, so all
@@ -1389,6 +1653,21 @@ first 10 % of the run is warm-up (30 % on S3), not judged.
   minutes. In 60 s there are three 5-second windows per third and a burst of other work can take
   one, hence the wider factor. Absolute latencies are not judged: they depend on the machine and
   on what else runs on it.
+- **Space reclaimed: after the drain, the blob storage back to its size at the start plus 5 %
+  of its peak, within the grace delay + 120 s of the deletes.** The blob storage is the bytes
+  of the files under `<data dir>/blobs` (embedded) or of the objects under `<prefix>/blobs/` in
+  the bucket (S3), sampled with the memory and then polled after the drain (every 0.2 s
+  embedded, every second on S3) until within bounds. Issue 12 asks for "its starting size
+  (within 5 %)", but the load starts on an empty registry and 5 % of nothing would ask for the
+  last byte to be gone: so the allowance is 5 % of the peak (7 MiB of the 145 MiB peak of the
+  2-minute run below; the largest blob is 4 MiB). With a 2-second delay and a 1-second interval
+  the space comes back within seconds; 120 s more is room for a slow machine, not an
+  expectation. The report gives the peak, the bytes at the end and the seconds from the
+  drain's first DELETE until within bounds. Also, the server's log must hold the collector's
+  lines (`garbage collection: N links and M blobs removed, ...`, one per collection that
+  removed something): a soak whose collector never ran would otherwise go unnoticed as long as
+  the space stayed small. The metadata database is not judged here: SQLite reuses the pages of
+  deleted rows but does not give them back to the file system.
 
 """
 
@@ -1410,6 +1689,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--warmup", type=float, help="seconds not judged (default: 10 %%, >= 2 samples)")
     p.add_argument("--workers", type=int, default=2, help="cargobay workers (default 2)")
+    p.add_argument(
+        "--gc-delay",
+        type=int,
+        default=Options.gc_delay,
+        help=f"the collector's grace delay, seconds (default {Options.gc_delay})",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data-root", type=Path, help="parent of the temporary data directory")
     p.add_argument("--keep-data", action="store_true")
@@ -1443,6 +1728,7 @@ def main(argv: list[str] | None = None) -> int:
         interval=args.interval,
         warmup=args.warmup,
         workers=args.workers,
+        gc_delay=args.gc_delay,
         seed=args.seed,
         data_root=args.data_root,
         keep_data=args.keep_data,
