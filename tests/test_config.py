@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cargobay.config import Config, ConfigError, load_config
+from cargobay.config import Config, ConfigError, load_config, parse_duration, parse_size
 
 
 def test_defaults() -> None:
@@ -214,3 +214,130 @@ def test_lifecycle_example_loads() -> None:
     config = load_config(example, environ={})
     assert config.gc.enabled and config.gc.delay_seconds == 86400
     assert [rule.repositories for rule in config.immutable_tags] == [["release/*"], ["*"]]
+
+
+def test_quotas(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "quotas:\n"
+        '  - {repositories: ["team-a/*"], max_bytes: 10GiB, max_tags: 10000}\n'
+        '  - {repositories: ["team-b/*"], max_bytes: 1.5 GB}\n'
+        '  - {repositories: ["ci/*", "tmp/*"], max_bytes: 1000}\n'
+        '  - {repositories: ["any/*"]}\n'
+    )
+    config = load_config(path, environ={})
+    assert [(q.repositories, q.max_bytes, q.max_tags) for q in config.quotas] == [
+        (["team-a/*"], "10GiB", 10000),
+        (["team-b/*"], "1.5 GB", None),
+        (["ci/*", "tmp/*"], 1000, None),
+        (["any/*"], None, None),
+    ]
+    assert [parse_size(q.max_bytes) for q in config.quotas[:3] if q.max_bytes is not None] == [
+        10 * 1024**3,
+        1_500_000_000,
+        1000,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("512", 512), ("1KB", 1000), ("1KiB", 1024), ("2 MiB", 2 << 20), ("3gb", 3 * 10**9),
+     ("1TiB", 1 << 40), ("0.5KiB", 512), ("7B", 7)],
+)  # fmt: skip
+def test_sizes_take_decimal_and_binary_units(value: str, size: int) -> None:
+    assert parse_size(value) == size
+
+
+def test_bad_quotas_name_their_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "quotas:\n"
+        '  - {repositories: ["a/*"], max_bytes: 10GiB}\n'
+        '  - {repositories: ["b/*"], max_bytes: 10 GiBs}\n'
+        '  - {repositories: ["c/*"], max_bytes: -5, max_tags: -1}\n'
+        "  - {repositories: [], max_bytes: lots}\n"
+        '  - {repositories: ["e/*"], max_tags: many}\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    problems = error.value.problems
+    assert "quotas[4].max_tags must be int or NoneType, not 'many'" in problems, problems
+    assert (
+        "quotas[1].max_bytes: '10 GiBs' is not a size: a number of bytes, or one with a unit"
+        " (KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 10GiB"
+    ) in problems, problems
+    assert "quotas[2].max_bytes: must not be negative, not -5" in problems, problems
+    assert "quotas[2].max_tags must not be negative" in problems, problems
+    assert "quotas[3].repositories must name at least one glob" in problems, problems
+    assert any(p.startswith("quotas[3].max_bytes: 'lots' is not a size") for p in problems)
+    assert len(problems) == 6, problems
+
+
+def test_quotas_from_the_environment() -> None:
+    environ = {"CARGOBAY_QUOTAS": '[{repositories: ["team-a/*"], max_bytes: 10GiB}]'}
+    (quota,) = load_config(environ=environ).quotas
+    assert (quota.repositories, quota.max_bytes, quota.max_tags) == (["team-a/*"], "10GiB", None)
+
+
+def test_retention_policies_are_read_with_their_durations(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "retention:\n"
+        "  dry_run: true\n"
+        "  policies:\n"
+        '    - repositories: ["ci/*"]\n'
+        '      keep_tags: {patterns: ["^v[0-9]", "^latest$"], most_recent: 10,'
+        " pushed_within: 30d, pulled_within: 90d}\n"
+        "      delete_untagged_after: 7d\n"
+        "      delete_referrers: true\n"
+        '    - {repositories: ["*"], delete_untagged_after: 1.5h}\n'
+    )
+    retention = load_config(path, environ={}).retention
+    assert (retention.dry_run, retention.interval_seconds) == (True, 3600)
+    ci, rest = retention.policies
+    assert ci.keep_tags is not None and ci.keep_tags.most_recent == 10
+    assert (ci.keep_tags.pushed_within, ci.delete_untagged_after) == ("30d", "7d")
+    assert ci.delete_referrers and rest.keep_tags is None and not rest.delete_referrers
+    assert [parse_duration(t) for t in ("30d", "1.5h", "2w", "90s", "5m")] == [
+        30 * 86400, 5400, 14 * 86400, 90, 300
+    ]  # fmt: skip
+
+
+def test_bad_retention_policies_name_their_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "retention:\n"
+        "  interval_seconds: 0\n"
+        "  policies:\n"
+        '    - repositories: ["ci/*"]\n'
+        '      keep_tags: {patterns: ["^v[0-9", "ok"], most_recent: 0, pushed_within: 30}\n'
+        "      delete_untagged_after: 7 days\n"
+        "    - repositories: []\n"
+        "      keep_tags: {pulled_within: 3x}\n"
+        '    - {repositories: ["a"], keep_tags: {}}\n'
+        '    - {repositories: ["b"], keep_tags: nope}\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    problems = error.value.problems
+    where = "retention.policies"
+    expected = [
+        "retention.interval_seconds must be at least 1",
+        f"{where}[0].keep_tags.most_recent must be at least 1",
+        f"{where}[0].delete_untagged_after: '7 days' is not a duration: a number and s, m, h,"
+        " d or w, e.g. 30d",
+        f"{where}[0].keep_tags.pushed_within: '30' is not a duration: a number and s, m, h,"
+        " d or w, e.g. 30d",
+        f"{where}[1].repositories must name at least one glob",
+        f"{where}[1].keep_tags.pulled_within: '3x' is not a duration: a number and s, m, h,"
+        " d or w, e.g. 30d",
+        f"{where}[3].keep_tags must be a section",
+    ]
+    for problem in expected:
+        assert problem in problems, problems
+    assert any(
+        p.startswith(f"{where}[0].keep_tags.patterns[0]: invalid regular expression '^v[0-9'")
+        for p in problems
+    ), problems
+    assert any(p.startswith(f"{where}[2].keep_tags keeps nothing") for p in problems), problems
+    assert len(problems) == len(expected) + 2, problems

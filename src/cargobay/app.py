@@ -27,11 +27,13 @@ from cargobay.config import Config
 from cargobay.errors import Unavailable
 from cargobay.lifecycle.gc import GarbageCollector
 from cargobay.lifecycle.immutable import ImmutableTags
+from cargobay.lifecycle.quota import Quotas
+from cargobay.lifecycle.retention import Retention
 from cargobay.logs import add_request_id
 from cargobay.metadata.base import MetadataStore
 from cargobay.metadata.postgres import PostgresMetadataStore
 from cargobay.metadata.sqlite import SQLiteMetadataStore
-from cargobay.notifications import setup_notifications
+from cargobay.notifications import NOTIFIER_KEY, publish, setup_notifications
 from cargobay.registry.registry import Registry
 from cargobay.storage.base import BlobStore
 from cargobay.storage.filesystem import FilesystemBlobStore
@@ -41,6 +43,7 @@ log = logging.getLogger("cargobay")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 UPLOAD_EXPIRY_INTERVAL = 3600.0
+PULL_FLUSH_TIMEOUT = 10.0
 
 
 def build_blob_store(config: Config) -> BlobStore:
@@ -73,7 +76,14 @@ def build_registry(config: Config) -> Registry:
     blobs = metrics.instrument(build_blob_store(config), "blobs")
     metadata = metrics.instrument(build_metadata_store(config), "metadata")
     immutable = ImmutableTags.from_config(config.immutable_tags)
-    return Registry(blobs, metadata, config.registry, immutable)
+    return Registry(
+        blobs,
+        metadata,
+        config.registry,
+        immutable,
+        gc_delay_seconds=config.gc.delay_seconds,
+        quotas=Quotas.from_config(metadata, config.quotas),
+    )
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
@@ -135,6 +145,8 @@ def create_app(config: Config, registry: Registry | None = None) -> web.Applicat
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_lifecycle)
     setup_notifications(app, config, app[REGISTRY_KEY])
+    # After the notifier: torn down before it, so a retention run's events still get queued.
+    app.cleanup_ctx.append(_pull_times_and_retention)
     add_routes(app)
     return app
 
@@ -145,6 +157,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_expire_uploads(registry)),
         asyncio.create_task(metrics.refresh_totals(registry.metadata.statistics)),
     ]
+    await _set_up_quotas(registry)
+    if registry.quotas.quotas:
+        tasks.append(asyncio.create_task(registry.quotas.export_periodically()))
     gc = app[CONFIG_KEY].gc
     if gc.enabled:
         collector = GarbageCollector(registry.metadata, registry.blobs, gc)
@@ -157,6 +172,42 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await task
     await registry.blobs.close()
     await registry.metadata.close()
+
+
+async def _pull_times_and_retention(app: web.Application) -> AsyncIterator[None]:
+    """Write noted manifest pulls in batches (and once more on the way out); apply the
+    retention policies every retention.interval_seconds."""
+    registry, config = app[REGISTRY_KEY], app[CONFIG_KEY]
+    tasks = [asyncio.create_task(registry.pulls.run())]
+    if config.retention.policies:
+        notifier, port = app.get(NOTIFIER_KEY), config.host_port[1]
+
+        async def notify(repository: str, reference: str) -> None:
+            await publish.deleted_by_retention(notifier, port, repository, reference)
+
+        retention = Retention(registry.metadata, config.retention, registry.immutable, notify)
+        tasks.append(asyncio.create_task(retention.run_periodically()))
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    try:
+        await asyncio.wait_for(registry.pulls.flush(), PULL_FLUSH_TIMEOUT)
+    except (Unavailable, TimeoutError) as exc:
+        log.warning("last pull times not recorded: %s", exc)
+
+
+async def _set_up_quotas(registry: Registry) -> None:
+    """Quotas new to the metadata get their usage computed before this worker serves; if the
+    database cannot answer now, the first push under such a quota does it."""
+    try:
+        created = await registry.quotas.set_up()
+    except Unavailable as exc:
+        log.warning("quotas not set up yet: %s", exc.message)
+        return
+    if created:
+        log.info("quota usage computed for %s", "; ".join(created))
 
 
 async def _expire_uploads(registry: Registry) -> None:

@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.progress import DownloadColumn, MofNCompleteColumn, Progress, TaskID
 
-from cargobay import __version__
+from cargobay import __version__, metrics
 from cargobay.app import build_metadata_store, build_registry
 from cargobay.auth.htpasswd import HtpasswdError, hash_password, parse_htpasswd
 from cargobay.auth.robots import new_token
@@ -21,7 +21,12 @@ from cargobay.auth.tokens import TokenInvalid
 from cargobay.config import Config, ConfigError, load_config, masked
 from cargobay.errors import Unavailable
 from cargobay.lifecycle.gc import GarbageCollector
+from cargobay.lifecycle.quota import quota_table
+from cargobay.lifecycle.retention import Retention
+from cargobay.lifecycle.retention import log_report as log_retention
 from cargobay.logs import configure_logging
+from cargobay.notifications import publish
+from cargobay.notifications.notifier import build_notifier
 from cargobay.registry.verify import verify_blobs
 
 
@@ -77,6 +82,17 @@ def main(argv: list[str] | None = None) -> None:
         help="skip walking the blob store for bytes the metadata does not know",
     )
 
+    retain = commands.add_parser(
+        "retention", help="apply the retention policies now: delete the tags and manifests they say"
+    )
+    _config_arguments(retain)
+    retain.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted and why, change nothing"
+    )
+
+    quotas = commands.add_parser("quota", help="show the usage of every quota")
+    _config_arguments(quotas)
+
     configs = commands.add_parser("config", help="check or show the configuration")
     configs.add_argument("action", choices=["check", "dump"])
     configs.add_argument("file", nargs="?", help="the YAML file (check: required)")
@@ -125,6 +141,11 @@ def run_command(args: argparse.Namespace, config: Config) -> None:
     elif args.command == "gc":
         if not asyncio.run(collect_garbage(config, args.dry_run, sweep=not args.no_sweep)):
             sys.exit(1)
+    elif args.command == "retention":
+        if not asyncio.run(apply_retention(config, args.dry_run or config.retention.dry_run)):
+            sys.exit(1)
+    elif args.command == "quota":
+        asyncio.run(show_quotas(config))
     elif args.command == "migrate":
         build_metadata_store(config).migrate()
         print("metadata schema is up to date")
@@ -219,6 +240,68 @@ async def collect_garbage(config: Config, dry_run: bool, *, sweep: bool) -> bool
     if report.failures:
         console.print(f"[red]{report.failures} blob deletions failed; run it again[/red]")
     return not report.failures
+
+
+async def apply_retention(config: Config, dry_run: bool) -> bool:
+    """`cargobay retention`: apply every policy once now; print each deletion and its reason."""
+    registry = build_registry(config)
+    registry.metadata.migrate()
+    notifier = build_notifier(config)  # records webhook events; the registry delivers them
+    port = config.host_port[1]
+
+    async def notify(repository: str, reference: str) -> None:
+        await publish.deleted_by_retention(notifier, port, repository, reference)
+
+    retention = Retention(registry.metadata, config.retention, registry.immutable, notify)
+    console = Console(soft_wrap=True)  # one line per item, whatever the terminal's width
+    try:
+        with Progress(*Progress.get_default_columns(), transient=True) as progress:
+            task = progress.add_task("applying retention policies", total=None)
+            report = await retention.run(
+                dry_run=dry_run, progress=lambda done: progress.update(task, completed=done)
+            )
+    finally:
+        if notifier is not None:
+            await notifier.queue.close()
+        await registry.blobs.close()
+        await registry.metadata.close()
+    if report is None:
+        console.print("another process is applying the retention policies now; try again later")
+        return False
+    if not config.retention.policies:
+        console.print("no retention policies configured (retention.policies)")
+    for deletion in report.deleted:
+        console.print(deletion.describe(), markup=False, highlight=False, emoji=False)
+    for deletion in report.kept_by_pushes:
+        kept = f"kept {deletion.describe()}: changed by a push meanwhile"
+        console.print(kept, markup=False, highlight=False, emoji=False)
+    verb = "would be deleted" if dry_run else "deleted"
+    console.print(
+        f"{report.count('tag')} tags and {report.count('manifest')} manifests {verb}"
+        f" in {report.repositories} repositories in {report.seconds:.1f} s"
+        + (" (dry run: nothing changed)" if dry_run else "")
+    )
+    if not dry_run:
+        log_retention(report)
+        metrics.retention_run(report)
+    return True
+
+
+async def show_quotas(config: Config) -> None:
+    """`cargobay quota`: every quota's usage, in a table."""
+    registry = build_registry(config)
+    registry.metadata.migrate()
+    try:
+        await registry.quotas.set_up()  # a quota new to the metadata is computed now
+        reports = await registry.quotas.report()
+    finally:
+        await registry.blobs.close()
+        await registry.metadata.close()
+    console = Console()
+    if not reports:
+        console.print("no quotas configured")
+        return
+    console.print(quota_table(reports))
 
 
 async def manage_tokens(config: Config, action: str, name: str | None, scopes: list[str]) -> None:

@@ -223,6 +223,53 @@ class ImmutableTagRuleConfig:
 
 
 @dataclass
+class QuotaConfig:
+    """Limits on what the repositories matching `repositories` store, counted together
+    (cargobay.lifecycle.quota); null: unlimited."""
+
+    repositories: list[str] = field(default_factory=list)  # globs; "*" also matches "/"
+    # Bytes of the blobs linked into them, each blob once: a number, or with a unit
+    # (KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024), e.g. 10GiB.
+    max_bytes: int | str | None = None
+    max_tags: int | None = None
+
+
+@dataclass
+class KeepTagsConfig:
+    """Which tags a retention policy keeps; every other tag of its repositories is deleted."""
+
+    # Python regular expressions, searched in the tag (anchor them: "^v[0-9]").
+    patterns: list[str] = field(default_factory=list)
+    # The N tags pushed last (each tag's last push).
+    most_recent: int | None = None
+    # Durations: a number and a unit, s, m, h, d or w ("30d").
+    pushed_within: str | None = None
+    pulled_within: str | None = None  # the manifest the tag points at
+
+
+@dataclass
+class RetentionPolicyConfig:
+    """A retention policy (cargobay.lifecycle.retention) for the repositories matching one of
+    its globs; of several policies, the first that matches a repository applies to it."""
+
+    repositories: list[str] = field(default_factory=list)  # globs; "*" also matches "/"
+    keep_tags: KeepTagsConfig | None = None  # unset: no tag is deleted
+    # Delete untagged manifests pushed (and pulled) longer ago than this duration.
+    delete_untagged_after: str | None = None
+    # Delete the referrers (signatures, SBOMs) of a manifest the policy deletes.
+    delete_referrers: bool = False
+
+
+@dataclass
+class RetentionConfig:
+    # Only log (and list, in `cargobay retention`) what the policies would delete.
+    dry_run: bool = False
+    # How often one process of the registry (any instance) applies the policies.
+    interval_seconds: int = 3600
+    policies: list[RetentionPolicyConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./data"
@@ -248,6 +295,8 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     gc: GCConfig = field(default_factory=GCConfig)
     immutable_tags: list[ImmutableTagRuleConfig] = field(default_factory=list)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    quotas: list[QuotaConfig] = field(default_factory=list)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -368,6 +417,7 @@ def _check(config: Config) -> list[str]:
     need(config.gc.delay_seconds >= 0, "gc.delay_seconds must not be negative")
     need(config.gc.sweep_interval_seconds >= 1, "gc.sweep_interval_seconds must be at least 1")
     need(config.gc.sweep_objects_per_second >= 1, "gc.sweep_objects_per_second must be at least 1")
+    problems += _check_retention(config.retention)
     need(config.http.idle_timeout_seconds >= 1, "http.idle_timeout_seconds must be at least 1")
     need(
         config.http.body_idle_timeout_seconds >= 1,
@@ -432,6 +482,91 @@ def _check(config: Config) -> list[str]:
                 problems.append(
                     f"{where}.tags[{position}]: invalid regular expression {pattern!r}: {exc}"
                 )
+    for index, quota in enumerate(config.quotas):
+        where = f"quotas[{index}]"
+        need(quota.repositories, f"{where}.repositories must name at least one glob")
+        if quota.max_bytes is not None:
+            try:
+                parse_size(quota.max_bytes)
+            except ValueError as exc:
+                problems.append(f"{where}.max_bytes: {exc}")
+        need(
+            quota.max_tags is None or quota.max_tags >= 0, f"{where}.max_tags must not be negative"
+        )
+    return problems
+
+
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?", re.ASCII | re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1} | {
+    unit: base**power
+    for power, letter in enumerate("kmgt", start=1)
+    for unit, base in ((f"{letter}b", 1000), (f"{letter}ib", 1024))
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from a number or a size with a unit: 10GiB, 1.5 GB, 512 (ValueError if neither)."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative, not {value}")
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a size: a number of bytes, or one with a unit"
+            " (KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 10GiB"
+        )
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])", re.ASCII)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "30d" (units s, m, h, d, w); ValueError otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: a number and s, m, h, d or w, e.g. 30d")
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def _check_retention(retention: RetentionConfig) -> list[str]:
+    problems = []
+    if retention.interval_seconds < 1:
+        problems.append("retention.interval_seconds must be at least 1")
+    for index, policy in enumerate(retention.policies):
+        where = f"retention.policies[{index}]"
+        if not policy.repositories:
+            problems.append(f"{where}.repositories must name at least one glob")
+        durations = {"delete_untagged_after": policy.delete_untagged_after}
+        keep = policy.keep_tags
+        if keep is not None:
+            durations |= {
+                "keep_tags.pushed_within": keep.pushed_within,
+                "keep_tags.pulled_within": keep.pulled_within,
+            }
+            if not (keep.patterns or keep.most_recent or keep.pushed_within or keep.pulled_within):
+                problems.append(
+                    f"{where}.keep_tags keeps nothing: set patterns, most_recent, pushed_within"
+                    " or pulled_within (without keep_tags no tag is deleted)"
+                )
+            if keep.most_recent is not None and keep.most_recent < 1:
+                problems.append(f"{where}.keep_tags.most_recent must be at least 1")
+            for position, pattern in enumerate(keep.patterns):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    problems.append(
+                        f"{where}.keep_tags.patterns[{position}]: invalid regular expression"
+                        f" {pattern!r}: {exc}"
+                    )
+        for key, text in durations.items():
+            if text is not None:
+                try:
+                    parse_duration(text)
+                except ValueError as exc:
+                    problems.append(f"{where}.{key}: {exc}")
     return problems
 
 
@@ -521,10 +656,12 @@ def _build(cls: type[Any], data: Mapping[str, Any], where: str, problems: list[s
 
 
 def _value(kind: Any, value: Any, name: str, problems: list[str]) -> Any:
-    if dataclasses.is_dataclass(kind):
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    section = next((o for o in options if dataclasses.is_dataclass(o)), None)
+    if section is not None and not (value is None and type(None) in options):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be a section")
-        return _build(kind, value, f"{name}.", problems)  # type: ignore[arg-type]
+        return _build(section, value, f"{name}.", problems)  # type: ignore[arg-type]
     if typing.get_origin(kind) is list:
         (item,) = typing.get_args(kind)
         if isinstance(value, _Interpolated):

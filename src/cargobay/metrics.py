@@ -10,7 +10,7 @@ What is measured: every request (by route, method and status: count, duration, b
 out), upload requests in progress, every metadata-store and blob-store call (duration and
 errors), webhook deliveries (accepted events, failed attempts, events pending), and registry
 totals (repositories, blobs, stored bytes, manifests, tags, open upload sessions) refreshed by
-every worker every STATISTICS_INTERVAL seconds.
+every worker every STATISTICS_INTERVAL seconds, and the usage of every quota (lifecycle.quota).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ UPLOAD_ROUTE_PARTS = ("/blobs/uploads/",)
 _EXPECTED = (
     "MissingReferences",
     "TagFixed",
+    "QuotaExceeded",
+    "QuotaNotSetUp",
     "UploadLocked",
     "UploadMissing",
     "FileNotFoundError",
@@ -123,6 +125,46 @@ class Metrics:
         self.gc_last_duration = Gauge(
             "cargobay_gc_last_run_duration_seconds",
             "How long the last collection took",
+            multiprocess_mode="mostrecent",
+        )
+        self.retention_deleted = Counter(
+            "cargobay_retention_deleted_total",
+            "Tags and manifests deleted by retention policies",
+            ["kind"],
+        )
+        self.retention_last_run = Gauge(
+            "cargobay_retention_last_run_timestamp_seconds",
+            "When the retention policies were last applied",
+            multiprocess_mode="mostrecent",
+        )
+        self.quota_used_bytes = Gauge(
+            "cargobay_quota_used_bytes",
+            "Bytes charged to the quota (each blob once)",
+            ["quota"],
+            multiprocess_mode="mostrecent",
+        )
+        self.quota_limit_bytes = Gauge(
+            "cargobay_quota_limit_bytes",
+            "The quota's max_bytes (absent: unlimited)",
+            ["quota"],
+            multiprocess_mode="mostrecent",
+        )
+        self.quota_used_tags = Gauge(
+            "cargobay_quota_used_tags",
+            "Tags in the quota's repositories",
+            ["quota"],
+            multiprocess_mode="mostrecent",
+        )
+        self.quota_limit_tags = Gauge(
+            "cargobay_quota_limit_tags",
+            "The quota's max_tags (absent: unlimited)",
+            ["quota"],
+            multiprocess_mode="mostrecent",
+        )
+        self.quota_repositories = Gauge(
+            "cargobay_quota_repositories",
+            "Repositories the quota counts",
+            ["quota"],
             multiprocess_mode="mostrecent",
         )
         self.totals = {
@@ -228,6 +270,33 @@ def gc_collection(report: Any, backlog: Any) -> None:
     metrics.gc_backlog_age.set(0 if oldest is None else max(time.time() - oldest, 0))
     metrics.gc_last_run.set(time.time())
     metrics.gc_last_duration.set(report.seconds)
+
+
+def retention_run(report: Any) -> None:
+    """Record a run of the retention policies (a lifecycle.retention.RetentionReport)."""
+    metrics = current()
+    if metrics is None:
+        return
+    if not report.dry_run:
+        metrics.retention_deleted.labels("tag").inc(report.count("tag"))
+        metrics.retention_deleted.labels("manifest").inc(report.count("manifest"))
+    metrics.retention_last_run.set(time.time())
+
+
+def quota_usage(reports: Any) -> None:
+    """Record the usage of every quota (lifecycle.quota.QuotaReport list)."""
+    metrics = current()
+    if metrics is None:
+        return
+    for report in reports:
+        key = report.quota.key
+        metrics.quota_used_bytes.labels(key).set(report.usage.bytes)
+        metrics.quota_used_tags.labels(key).set(report.usage.tags)
+        metrics.quota_repositories.labels(key).set(report.usage.repositories)
+        if report.quota.max_bytes is not None:
+            metrics.quota_limit_bytes.labels(key).set(report.quota.max_bytes)
+        if report.quota.max_tags is not None:
+            metrics.quota_limit_tags.labels(key).set(report.quota.max_tags)
 
 
 def instrument(store: T, kind: str) -> T:

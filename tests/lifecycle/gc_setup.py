@@ -89,14 +89,7 @@ def start_gc_setup(
         postgres = request.getfixturevalue("postgres")
         prefix = f"gc{uuid.uuid4().hex[:8]}"
         config.update(scaleout_config(seaweedfs, postgres.create_database(prefix), prefix))
-        store = S3Store(
-            seaweedfs.bucket,
-            endpoint=seaweedfs.endpoint_url,
-            region=seaweedfs.region,
-            access_key_id=seaweedfs.access_key,
-            secret_access_key=seaweedfs.secret_key,
-            client_options={"allow_http": True},
-        )
+        store = seaweedfs.store()
     server = RegistryProcess(root / "data", workers=2, config=config).start()
     config_file = root / "data-config.yml"  # written by RegistryProcess
     assert config_file.exists()

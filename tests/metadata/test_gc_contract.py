@@ -39,7 +39,7 @@ async def test_an_unreferenced_upload_is_collected_after_the_delay(meta: Metadat
     assert [t.digest for t in await meta.tombstones(10)] == [d("layer")]
     assert [t.size for t in await meta.tombstones(10)] == [10]
     assert await meta.is_tombstoned(d("layer"))
-    await meta.forget_tombstone(d("layer"))
+    await meta.forget_tombstones([d("layer")])
     assert await meta.tombstones(10) == []
     backlog = await meta.review_backlog()
     assert (backlog.links, backlog.blobs, backlog.tombstones) == (0, 0, 0)
@@ -71,19 +71,25 @@ async def test_a_blob_linked_elsewhere_survives(meta: MetadataStore) -> None:
 
 async def test_a_touch_postpones_the_review(meta: MetadataStore) -> None:
     await meta.link_blob("r", d("layer"), 5)
-    before = time.time()
-    # A HEAD: the link was queued long ago as far as this cutoff is concerned ...
-    assert await meta.linked_blob_size("r", d("layer"), touch=True) == 5
-    # ... but the touch moved its review to now: not due for a cutoff before the touch.
-    assert await collect_all(meta, cutoff=before) == (0, [])
+    [queued] = await meta.due_link_reviews(FUTURE, 10)
+    # A HEAD with a 60-second grace delay: the review now starts 60 s from now ...
+    assert await meta.linked_blob_size("r", d("layer"), keep_for=60) == 5
+    [touched] = await meta.due_link_reviews(FUTURE, 10)
+    assert touched.since >= queued.since + 59
+    # ... so a collection with that delay (cutoff: now - 60 s) or even "now" leaves it.
+    assert await collect_all(meta, cutoff=time.time()) == (0, [])
     assert await meta.linked_blob_size("r", d("layer")) == 5
-    assert await meta.linked_blob_size("r", d("missing"), touch=True) is None
+    # HEADs within that time write nothing: the review stays where the first one put it.
+    assert await meta.linked_blob_size("r", d("layer"), keep_for=60) == 5
+    [again] = await meta.due_link_reviews(FUTURE, 10)
+    assert again.since == touched.since
+    assert await meta.linked_blob_size("r", d("missing"), keep_for=60) is None
 
 
 async def test_touch_after_collection_finds_nothing(meta: MetadataStore) -> None:
     await meta.link_blob("r", d("layer"), 5)
     assert await collect_all(meta) == (1, [d("layer")])
-    assert await meta.linked_blob_size("r", d("layer"), touch=True) is None
+    assert await meta.linked_blob_size("r", d("layer"), keep_for=60) is None
 
 
 async def test_an_upload_after_the_decision_revives_the_blob(meta: MetadataStore) -> None:
@@ -177,5 +183,4 @@ async def test_deciding_and_linking_race_to_one_outcome(meta: MetadataStore) -> 
                 size = await meta.linked_blob_size(name, digest)
                 assert size is None or not blob_gone
         await collect_all(meta)  # clean up for the next round
-        for tombstone in await meta.tombstones(100):
-            await meta.forget_tombstone(tombstone.digest)
+        await meta.forget_tombstones([t.digest for t in await meta.tombstones(100)])

@@ -183,14 +183,7 @@ def registries(
         servers = [
             RegistryProcess(root / f"data{i}", workers=1, config=config) for i in range(INSTANCES)
         ]
-        store = S3Store(
-            seaweedfs.bucket,
-            endpoint=seaweedfs.endpoint_url,
-            region=seaweedfs.region,
-            access_key_id=seaweedfs.access_key,
-            secret_access_key=seaweedfs.secret_key,
-            client_options={"allow_http": True},
-        )
+        store = seaweedfs.store()
         cluster = Cluster(servers, store=store, prefix=name, database_url=database_url)
     try:
         with ThreadPoolExecutor(len(cluster.servers)) as pool:  # start together: faster

@@ -128,6 +128,17 @@ class SeaweedFS:
             raise
         return self
 
+    def store(self) -> S3Store:
+        """A client of the bucket, for tests that look behind the registry."""
+        return S3Store(
+            self.bucket,
+            endpoint=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            client_options={"allow_http": True},
+        )
+
     def _wait_for_bucket(self) -> None:
         """Until a listing of the bucket succeeds: `-bucket` creates it after startup."""
         store = S3Store(

@@ -33,6 +33,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         headers["Content-Length"] = str(manifest.size)
         return web.Response(headers=headers)
+    registry(request).pulls.note(name, manifest.digest)
     await publish.manifest_pulled(request, name, manifest, reference)
     return web.Response(body=manifest.content, headers=headers)
 

@@ -40,6 +40,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     name = repository(request)
     reg = registry(request)
     query = request.query
+    await reg.check_room(name)
 
     mount = query.get("mount")
     if mount:

@@ -41,6 +41,7 @@ log = logging.getLogger("cargobay")
 
 BATCH = 256  # reviews decided per metadata call
 SWEEP_BATCH = 500
+DELETE_CONCURRENCY = 16  # byte deletions in flight
 DRY_RUN_LIMIT = 100_000  # reviews a dry run looks at (it cannot page by consuming them)
 # Held by the collecting process, and by the sweeping one (upload locks on ids no upload has).
 COLLECTION_LOCK = str(uuid.UUID(int=1))
@@ -106,26 +107,45 @@ class GarbageCollector:
         return report
 
     async def _delete_tombstoned(self, report: CollectionReport, progress: Progress) -> None:
-        """Delete the bytes of every tombstone: this collection's, and any a crash left."""
+        """Delete the bytes of every tombstone: this collection's, and any a crash left;
+        DELETE_CONCURRENCY at a time (object store deletes are round trips)."""
         done = 0
-        while tombstones := await self.metadata.tombstones(BATCH):
-            for tombstone in tombstones:
+        semaphore = asyncio.Semaphore(DELETE_CONCURRENCY)
+        finished: list[str] = []  # forgotten in one transaction per batch
+
+        async def delete(tombstone: Tombstone) -> None:
+            nonlocal done
+            async with semaphore:
                 try:
-                    report.bytes += await self._delete_bytes(tombstone)
+                    # Awaited first: `report.bytes += await ...` would read the total before
+                    # the await and lose what the other deletions add meanwhile.
+                    reclaimed = await self._delete_bytes(tombstone)
                 except Unavailable as exc:
                     # The tombstone stays: the next collection tries again.
                     report.failures += 1
                     log.warning("garbage collection: cannot delete %s: %s", tombstone.digest, exc)
                     return
+                report.bytes += reclaimed
+                finished.append(tombstone.digest)
                 done += 1
                 progress("bytes", done)
 
+        while tombstones := await self.metadata.tombstones(BATCH):
+            await asyncio.gather(*map(delete, tombstones))
+            await self.metadata.forget_tombstones(finished)
+            finished.clear()
+            if report.failures:
+                return
+
     async def _delete_bytes(self, tombstone: Tombstone) -> int:
+        """Delete the bytes if the tombstone still holds (one the blob outlived is stale);
+        either way the caller then forgets it. Once
+        the lock is released, an upload of the same bytes may write them again and remove the
+        tombstone itself: forgetting it later deletes nothing of that upload's."""
         async with self.metadata.lock_blob(tombstone.digest):
             # Under the lock no upload is putting these bytes in place; one that did since the
             # decision made the blob known again, and its bytes stay.
             if not await self.metadata.is_tombstoned(tombstone.digest):
-                await self.metadata.forget_tombstone(tombstone.digest)
                 return 0
             digest = Digest.parse(tombstone.digest)
             size = tombstone.size
@@ -133,7 +153,6 @@ class GarbageCollector:
                 stat = await self.blobs.stat(digest)
                 size = stat.size if stat is not None else 0
             deleted = await self.blobs.delete(digest)
-            await self.metadata.forget_tombstone(tombstone.digest)
             return size if deleted else 0
 
     async def sweep(self, *, rate: float | None = None) -> int | None:
@@ -168,7 +187,8 @@ class GarbageCollector:
                 report = await self.collect()
                 if report is not None:
                     _log_report(report)
-                    metrics.gc_collection(report, await self.metadata.review_backlog())
+                    if metrics.current() is not None:
+                        metrics.gc_collection(report, await self.metadata.review_backlog())
                 pause = self.config.interval_seconds
                 if report is not None and report.failures:
                     pause = min(pause, 30)

@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 
 from cargobay.errors import Unavailable
 
 LOCK_WAIT_SECONDS = 60.0
+# Pull times are for retention policies, whose durations are hours or days: a pull within
+# this many seconds of the recorded one is not written again.
+PULL_TIME_PRECISION = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,8 @@ class StoreStatistics:
 class LinkReview:
     """A repository's blob link queued for garbage collection review: it is collected once
     `since` is older than the grace delay and no manifest of the repository references it.
-    Linking, touching (HEAD/GET) and unreferencing the blob move `since` to now."""
+    Linking and unreferencing the blob move `since` to now; a HEAD or GET moves it into the
+    future (see MetadataStore.linked_blob_size). `since` is when the grace delay starts."""
 
     repository_id: int
     repository: str
@@ -124,6 +128,83 @@ class ReviewBacklog:
     blobs: int
     tombstones: int
     oldest_since: float | None  # of the link and blob reviews
+
+
+@dataclass(frozen=True, slots=True)
+class TagState:
+    """A tag as retention policies see it: `pushed_at` is when it was last pointed at `digest`."""
+
+    name: str
+    digest: str
+    pushed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestState:
+    """A manifest as retention policies see it, without its content. `pulled_at` is None until
+    a GET is recorded (pull times are recorded since the schema has them)."""
+
+    digest: str
+    pushed_at: float
+    pulled_at: float | None
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryState:
+    """Every tag and manifest of a repository, and which manifests each index references
+    (`children`: (index digest, child digest) pairs), read at one moment."""
+
+    tags: list[TagState]
+    manifests: list[ManifestState]
+    children: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """A manifest GET, noted in memory and recorded in batches (MetadataStore.record_pulls)."""
+
+    repository: str
+    digest: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCheck:
+    """A quota (cargobay.lifecycle.quota) that put_manifest enforces: its key, as given to
+    set_up_quotas, and its limits (None: unlimited)."""
+
+    key: str
+    max_bytes: int | None = None
+    max_tags: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    key: str
+    bytes: int  # of the blobs charged to it, each once
+    tags: int
+    repositories: int  # that it knows: matched when it was set up, or pushed to since
+
+
+class QuotaExceeded(Exception):
+    """Raised by put_manifest when the push would take a quota over a limit; nothing stored.
+    `what` is "storage" or "tags"; `used` is what the usage would be with the push."""
+
+    def __init__(self, key: str, what: str, used: int, limit: int) -> None:
+        super().__init__(f"quota {key}: {what} {used} of {limit}")
+        self.key = key
+        self.what = what
+        self.used = used
+        self.limit = limit
+
+
+class QuotaNotSetUp(Exception):
+    """Raised by put_manifest for a quota the store does not know (set_up_quotas first)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"quota {key} is not set up")
+        self.key = key
 
 
 class UploadLocked(Exception):
@@ -186,11 +267,14 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def linked_blob_size(
-        self, repository: str, digest: str, *, touch: bool = False
+        self, repository: str, digest: str, *, keep_for: float | None = None
     ) -> int | None:
-        """Size of a blob if it is linked into `repository`. `touch` (a client's HEAD or GET):
-        a link under garbage collection review is kept for another grace delay, atomically
-        with the answer, so a client that saw it may still reference it in a manifest."""
+        """Size of a blob if it is linked into `repository`. `keep_for` (a client's HEAD or
+        GET; the grace delay): a link under review is kept at least that long from now,
+        atomically with the answer, so a client that saw it may still reference it in a
+        manifest. A review whose delay already starts now or later is left alone; an older
+        one is moved to start `keep_for` from now, so the HEADs and GETs of a popular blob
+        write at most once per grace delay, not once each."""
 
     @abstractmethod
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
@@ -228,9 +312,15 @@ class MetadataStore(ABC):
         tags: Sequence[str],
         *,
         fixed_tags: Sequence[str] = (),
+        quota_checks: Sequence[QuotaCheck] = (),
     ) -> None:
         """Store the manifest and point `tags` at it, in one transaction. Raises
         MissingReferences, storing nothing, if a reference is not in the repository.
+
+        `quota_checks` are the quotas the repository falls under: the referenced blobs new to
+        each are charged to it, and if that or the new tags take it over a limit, QuotaExceeded
+        is raised and nothing is stored; atomically, so that of concurrent pushes exactly as
+        many pass as fit.
 
         Those of `tags` also in `fixed_tags` (immutable tags) may be created, or pointed again
         at the manifest they point at, but never moved: if one points at another manifest,
@@ -354,8 +444,9 @@ class MetadataStore(ABC):
     async def is_tombstoned(self, digest: str) -> bool: ...
 
     @abstractmethod
-    async def forget_tombstone(self, digest: str) -> None:
-        """The bytes are deleted: the tombstone goes (the caller holds `lock_blob`)."""
+    async def forget_tombstones(self, digests: Sequence[str]) -> None:
+        """Their bytes are deleted: the tombstones go. (An upload that put the bytes back
+        meanwhile removed its tombstone already, under `lock_blob`.)"""
 
     @abstractmethod
     async def queue_unknown_blobs(self, digests: Sequence[str]) -> int:
@@ -364,6 +455,45 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def review_backlog(self) -> ReviewBacklog: ...
+
+    # -- retention policies (cargobay.lifecycle.retention) -----------------------------------
+    @abstractmethod
+    async def repository_state(self, repository: str) -> RepositoryState:
+        """The repository's tags, manifests and index children, read in one snapshot (empty
+        for an unknown repository)."""
+
+    @abstractmethod
+    async def delete_tag_if(self, repository: str, tag: str, digest: str) -> bool:
+        """Delete the tag only if it still points at `digest`, checked atomically with the
+        delete (a push that moved it meanwhile keeps it), as delete_tag does otherwise."""
+
+    @abstractmethod
+    async def delete_manifest_if_untagged(self, repository: str, digest: str) -> bool:
+        """Delete the manifest as delete_manifest does, only if, atomically with the delete,
+        no tag points at it, no manifest of the repository references it as a child, and its
+        subject (if any) is not in the repository. A push that tagged it, or an index pushed
+        that references it, either commits first (the manifest stays) or finds it gone."""
+
+    @abstractmethod
+    async def record_pulls(self, pulls: Sequence[Pull]) -> None:
+        """Set the last pull time of each manifest that exists, in one write. Bookkeeping:
+        not durable at once (losing the last batch to a power cut is harmless), and a time
+        within PULL_TIME_PRECISION of the recorded one is not written again."""
+
+    # -- quotas (cargobay.lifecycle.quota) ----------------------------------------------------
+    @abstractmethod
+    async def set_up_quotas(self, covers: Mapping[str, Callable[[str], bool]]) -> list[str]:
+        """Make the store's quotas those keyed in `covers` (key -> whether it covers a
+        repository name). A quota new to the store gets its repositories (the names it covers)
+        and its usage (the blobs its repositories link that a manifest of theirs references,
+        each once) computed now; quotas no longer given are dropped. Returns the keys set up.
+        From then on, a blob is charged to a quota when a manifest of one of its repositories
+        references it (put_manifest's quota_checks) and uncharged when the last link to it in
+        the quota's repositories goes (unlink_blob, garbage collection)."""
+
+    @abstractmethod
+    async def quota_usage(self, keys: Sequence[str]) -> list[QuotaUsage]:
+        """Usage of those of the quotas that are set up, in the order given."""
 
 
 async def wait_for_lock(

@@ -50,6 +50,7 @@ from cargobay.metadata.base import (
     ManifestRecord,
     MetadataStore,
     MissingReferences,
+    QuotaCheck,
     Referrer,
     StoreStatistics,
     TagFixed,
@@ -58,6 +59,8 @@ from cargobay.metadata.base import (
     wait_for_lock,
 )
 from cargobay.metadata.postgres_gc import PostgresGarbageCollection
+from cargobay.metadata.postgres_quota import PostgresQuotas
+from cargobay.metadata.postgres_retention import PostgresRetention
 from cargobay.metadata.postgres_schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -128,7 +131,7 @@ _REVIEW_LINK = """
     INSERT INTO gc_link_reviews (repository_id, digest, since) VALUES ($1, $2, $3)
     ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since"""
 _LINKED_BLOB = """
-    SELECT b.size, rb.repository_id, EXISTS (SELECT FROM gc_link_reviews g
+    SELECT b.size, rb.repository_id, (SELECT since FROM gc_link_reviews g
         WHERE g.repository_id = rb.repository_id AND g.digest = rb.digest)
     FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id
     JOIN blobs b ON b.digest = rb.digest WHERE r.name = $1 AND rb.digest = $2"""
@@ -176,10 +179,12 @@ _STORE_MANIFEST = """
     ON CONFLICT (repository_id, name) DO UPDATE SET
         digest = excluded.digest, updated_at = excluded.updated_at
         WHERE tags.digest = excluded.digest OR NOT tags.name = ANY($12::text[])
-    RETURNING name"""
+    RETURNING name, xmax = 0 AS created"""
 
 
-class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
+class PostgresMetadataStore(
+    PostgresRetention, PostgresGarbageCollection, PostgresQuotas, MetadataStore
+):
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.pool_size = pool_size
@@ -340,17 +345,18 @@ class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
         return [(row[0], int(row[1])) for row in await self._fetch(sql, _after(last), limit)]
 
     async def linked_blob_size(
-        self, repository: str, digest: str, *, touch: bool = False
+        self, repository: str, digest: str, *, keep_for: float | None = None
     ) -> int | None:
         row = await self._fetchrow(_LINKED_BLOB, repository, digest)
-        if row is None or not (touch and row[2]):
+        now = time.time()
+        if row is None or keep_for is None or row[2] is None or row[2] >= now:
             return None if row is None else int(row[0])
 
         async def touched(conn: Connection) -> Record | None:
             # Under review: kept for another grace delay. A collector holding the review
             # (about to remove the link) is waited for; reading again then finds it gone.
             sql = "UPDATE gc_link_reviews SET since = $3 WHERE repository_id = $1 AND digest = $2"
-            await conn.execute(sql, row[1], digest, time.time())
+            await conn.execute(sql, row[1], digest, now + keep_for)
             return await conn.fetchrow(_LINKED_BLOB, repository, digest)
 
         found = await self._run(touched)
@@ -412,6 +418,7 @@ class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
                 digest,
                 time.time(),
             )
+            await self._uncharge_link(conn, repo_id, digest)
             return True
 
         return await self._run(txn, transaction=True)
@@ -441,6 +448,7 @@ class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
         tags: Sequence[str],
         *,
         fixed_tags: Sequence[str] = (),
+        quota_checks: Sequence[QuotaCheck] = (),
     ) -> None:
         fixed = sorted(set(tags) & set(fixed_tags))
         blobs = sorted(set(manifest.blob_references))
@@ -464,32 +472,39 @@ class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
             moved = sorted(set(fixed) - {row[0] for row in written})
             if moved:
                 raise TagFixed(moved[0])  # the transaction rolls back: nothing is stored
+            if quota_checks:
+                created = sum(1 for row in written if row[1])
+                await self._enforce_quotas(conn, repo_id, manifest, created, quota_checks)
 
         await self._run(txn, transaction=True)
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         async def txn(conn: Connection) -> bool:
             repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", repository)
-            if repo_id is None:
-                return False
-            # What it referenced may now be unreferenced: reviewed after the grace delay.
-            await conn.execute(
-                "INSERT INTO gc_link_reviews (repository_id, digest, since)"
-                " SELECT repository_id, digest, $3 FROM manifest_references"
-                " WHERE repository_id = $1 AND manifest_digest = $2 AND kind = 'blob'"
-                " ORDER BY digest"
-                " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
-                repo_id,
-                digest,
-                time.time(),
-            )
-            # Its tags and references go with it (ON DELETE CASCADE).
-            status = await conn.execute(
-                "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", repo_id, digest
-            )
-            return bool(int(str(status).rsplit(" ", 1)[-1]))
+            return repo_id is not None and await self._delete_manifest(conn, repo_id, digest)
 
         return await self._run(txn, transaction=True)
+
+    @staticmethod
+    async def _delete_manifest(conn: Connection, repo_id: int, digest: str) -> bool:
+        """Delete a manifest with its tags, in the caller's transaction. Every way of deleting
+        a manifest (the API, retention policies) goes through here."""
+        # What it referenced may now be unreferenced: reviewed after the grace delay.
+        await conn.execute(
+            "INSERT INTO gc_link_reviews (repository_id, digest, since)"
+            " SELECT repository_id, digest, $3 FROM manifest_references"
+            " WHERE repository_id = $1 AND manifest_digest = $2 AND kind = 'blob'"
+            " ORDER BY digest"
+            " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
+            repo_id,
+            digest,
+            time.time(),
+        )
+        # Its tags and references go with it (ON DELETE CASCADE).
+        status = await conn.execute(
+            "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2", repo_id, digest
+        )
+        return bool(int(str(status).rsplit(" ", 1)[-1]))
 
     async def manifest_tags(self, repository: str, digest: str) -> list[str]:
         sql = (
@@ -499,8 +514,22 @@ class PostgresMetadataStore(PostgresGarbageCollection, MetadataStore):
         return [row[0] for row in await self._fetch(sql, repository, digest)]
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
-        sql = f"DELETE FROM tags WHERE repository_id = {_REPOSITORY_ID} AND name = $2"
-        return await self._execute(sql, repository, tag) > 0
+        return await self._run(lambda conn: self._delete_tag(conn, repository, tag))
+
+    @staticmethod
+    async def _delete_tag(
+        conn: Connection, repository: str, tag: str, digest: str | None = None
+    ) -> bool:
+        """Delete a tag (only if it points at `digest`, when given; one statement, so checked
+        atomically). Every way of deleting a tag goes through here."""
+        status = await conn.execute(
+            f"DELETE FROM tags WHERE repository_id = {_REPOSITORY_ID} AND name = $2"
+            " AND digest = coalesce($3::text, digest)",
+            repository,
+            tag,
+            digest,
+        )
+        return int(str(status).rsplit(" ", 1)[-1]) > 0
 
     async def list_tags(self, repository: str, last: str | None, limit: int) -> list[str]:
         sql = (

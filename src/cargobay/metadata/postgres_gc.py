@@ -49,6 +49,8 @@ class PostgresGarbageCollection:
 
         async def _execute(self, sql: str, *args: object) -> int: ...
 
+        async def _uncharge_link(self, conn: Connection, repo_id: int, digest: str) -> None: ...
+
     async def due_link_reviews(self, cutoff: float, limit: int) -> list[LinkReview]:
         rows = await self._fetch(
             "SELECT g.repository_id, r.name, g.digest, g.since FROM gc_link_reviews g"
@@ -96,6 +98,8 @@ class PostgresGarbageCollection:
                 review.digest,
                 review.since,
             )
+            # Then the quota rows (metadata/postgres_quota.py), after the link: the lock order.
+            await self._uncharge_link(conn, review.repository_id, review.digest)
             return True
 
         removed = []
@@ -175,8 +179,10 @@ class PostgresGarbageCollection:
         )
         return row is not None
 
-    async def forget_tombstone(self, digest: str) -> None:
-        await self._execute("DELETE FROM gc_tombstones WHERE digest = $1", digest)
+    async def forget_tombstones(self, digests: Sequence[str]) -> None:
+        await self._execute(
+            "DELETE FROM gc_tombstones WHERE digest = ANY($1::text[])", sorted(set(digests))
+        )
 
     async def queue_unknown_blobs(self, digests: Sequence[str]) -> int:
         return await self._execute(

@@ -112,4 +112,32 @@ MIGRATIONS: list[list[str]] = [
             SELECT b.digest, extract(epoch FROM now()) FROM blobs b
             WHERE NOT EXISTS (SELECT FROM repository_blobs rb WHERE rb.digest = b.digest)""",
     ],
+    # Retention policies (cargobay.lifecycle.retention).
+    [
+        # When the manifest was last pulled (GET), recorded in batches (lifecycle.pull_times).
+        "ALTER TABLE manifests ADD COLUMN pulled_at double precision",
+    ],
+    # Quotas (cargobay.lifecycle.quota; see metadata/postgres_quota.py): a quota's
+    # repositories, the blobs charged to it (each once), and its charged bytes in shards
+    # (shard 0 is locked and added to by pushes, the others subtracted from by unlinks).
+    [
+        """CREATE TABLE quota_repositories (
+            quota text COLLATE "C" NOT NULL,
+            repository_id bigint NOT NULL,
+            PRIMARY KEY (quota, repository_id)
+        )""",
+        "CREATE INDEX quota_repositories_by_repository ON quota_repositories (repository_id)",
+        """CREATE TABLE quota_blobs (
+            quota text COLLATE "C" NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            size bigint NOT NULL,
+            PRIMARY KEY (quota, digest)
+        )""",
+        """CREATE TABLE quota_usage (
+            quota text COLLATE "C" NOT NULL,
+            shard integer NOT NULL,
+            bytes bigint NOT NULL,
+            PRIMARY KEY (quota, shard)
+        )""",
+    ],
 ]

@@ -26,6 +26,7 @@ from cargobay.metadata.base import (
     ManifestRecord,
     MetadataStore,
     MissingReferences,
+    QuotaCheck,
     Referrer,
     StoreStatistics,
     TagFixed,
@@ -33,6 +34,8 @@ from cargobay.metadata.base import (
     UploadRecord,
 )
 from cargobay.metadata.sqlite_gc import SQLiteGarbageCollection
+from cargobay.metadata.sqlite_quota import SQLiteQuotas
+from cargobay.metadata.sqlite_retention import SQLiteRetention
 from cargobay.metadata.sqlite_schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -41,7 +44,7 @@ CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints of a worker that wr
 
 _MANIFEST_COLUMNS = "m.digest, m.media_type, m.content, m.artifact_type, m.subject, m.annotations"
 _LINKED_BLOB_SIZE = (
-    "SELECT b.size, rb.repository_id, EXISTS (SELECT 1 FROM gc_link_reviews g"
+    "SELECT b.size, rb.repository_id, (SELECT since FROM gc_link_reviews g"
     " WHERE g.repository_id = rb.repository_id AND g.digest = rb.digest)"
     " FROM repositories r"
     " JOIN repository_blobs rb ON rb.repository_id = r.id"
@@ -101,7 +104,7 @@ def write_transaction(
     return result
 
 
-class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
+class SQLiteMetadataStore(SQLiteRetention, SQLiteGarbageCollection, SQLiteQuotas, MetadataStore):
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
@@ -257,19 +260,20 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
         return [(r[0], int(r[1])) for r in rows]
 
     async def linked_blob_size(
-        self, repository: str, digest: str, *, touch: bool = False
+        self, repository: str, digest: str, *, keep_for: float | None = None
     ) -> int | None:
         row = self._db.execute(_LINKED_BLOB_SIZE, (repository, digest)).fetchone()
         if row is None:
             return None
-        if not (touch and row[2]):
+        now = time.time()
+        if keep_for is None or row[2] is None or row[2] >= now:
             return int(row[0])
 
         def txn(db: sqlite3.Connection) -> int | None:
-            # Under review: keep it for another grace delay, unless it was collected already.
+            # Under review: kept for another grace delay, unless it was collected already.
             db.execute(
                 "UPDATE gc_link_reviews SET since = ? WHERE repository_id = ? AND digest = ?",
-                (time.time(), row[1], digest),
+                (now + keep_for, row[1], digest),
             )
             found = db.execute(_LINKED_BLOB_SIZE, (repository, digest)).fetchone()
             return None if found is None else int(found[0])
@@ -335,6 +339,8 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
                 (repo_id, digest),
             )
             db.execute(REVIEW_BLOB, (digest, time.time()))
+            assert repo_id is not None  # a link was deleted
+            self._uncharge_link(db, repo_id, digest)
             return True
 
         return await self._transaction(txn)
@@ -366,6 +372,7 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
         tags: Sequence[str],
         *,
         fixed_tags: Sequence[str] = (),
+        quota_checks: Sequence[QuotaCheck] = (),
     ) -> None:
         now = time.time()
         fixed = sorted(set(tags) & set(fixed_tags))
@@ -384,6 +391,7 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
                 ).fetchone()
                 if row is not None and row[0] != manifest.digest:
                     raise TagFixed(tag)
+            self._enforce_quotas(db, repo_id, manifest, tags, quota_checks)
             db.execute(
                 "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject,"
                 " annotations, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -419,23 +427,27 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         def txn(db: sqlite3.Connection) -> bool:
             repo_id = self._repository_id(db, repository)
-            if repo_id is None:
-                return False
-            # What it referenced may now be unreferenced: reviewed after the grace delay.
-            db.execute(
-                "INSERT INTO gc_link_reviews (repository_id, digest, since)"
-                " SELECT repository_id, digest, ? FROM manifest_references"
-                " WHERE repository_id = ? AND manifest_digest = ? AND kind = 'blob'"
-                " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
-                (time.time(), repo_id, digest),
-            )
-            # Tags and the manifest's references go with it (ON DELETE CASCADE).
-            cursor = db.execute(
-                "DELETE FROM manifests WHERE repository_id = ? AND digest = ?", (repo_id, digest)
-            )
-            return cursor.rowcount > 0
+            return repo_id is not None and self._delete_manifest(db, repo_id, digest)
 
         return await self._transaction(txn)
+
+    @staticmethod
+    def _delete_manifest(db: sqlite3.Connection, repo_id: int, digest: str) -> bool:
+        """Delete a manifest with its tags, in the caller's transaction. Every way of deleting
+        a manifest (the API, retention policies) goes through here."""
+        # What it referenced may now be unreferenced: reviewed after the grace delay.
+        db.execute(
+            "INSERT INTO gc_link_reviews (repository_id, digest, since)"
+            " SELECT repository_id, digest, ? FROM manifest_references"
+            " WHERE repository_id = ? AND manifest_digest = ? AND kind = 'blob'"
+            " ON CONFLICT (repository_id, digest) DO UPDATE SET since = excluded.since",
+            (time.time(), repo_id, digest),
+        )
+        # Tags and the manifest's references go with it (ON DELETE CASCADE).
+        cursor = db.execute(
+            "DELETE FROM manifests WHERE repository_id = ? AND digest = ?", (repo_id, digest)
+        )
+        return cursor.rowcount > 0
 
     async def manifest_tags(self, repository: str, digest: str) -> list[str]:
         rows = self._db.execute(
@@ -446,15 +458,20 @@ class SQLiteMetadataStore(SQLiteGarbageCollection, MetadataStore):
         return [r[0] for r in rows]
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
-        def txn(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "DELETE FROM tags WHERE name = ? AND repository_id ="
-                " (SELECT id FROM repositories WHERE name = ?)",
-                (tag, repository),
-            )
-            return cursor.rowcount > 0
+        return await self._transaction(lambda db: self._delete_tag(db, repository, tag))
 
-        return await self._transaction(txn)
+    @staticmethod
+    def _delete_tag(
+        db: sqlite3.Connection, repository: str, tag: str, digest: str | None = None
+    ) -> bool:
+        """Delete a tag (only if it points at `digest`, when given) in the caller's
+        transaction. Every way of deleting a tag goes through here."""
+        cursor = db.execute(
+            "DELETE FROM tags WHERE name = ? AND repository_id ="
+            " (SELECT id FROM repositories WHERE name = ?) AND digest = coalesce(?, digest)",
+            (tag, repository, digest),
+        )
+        return cursor.rowcount > 0
 
     async def list_tags(self, repository: str, last: str | None, limit: int) -> list[str]:
         rows = self._db.execute(

@@ -42,6 +42,8 @@ class SQLiteGarbageCollection:
             self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
         ) -> Awaitable[T]: ...
 
+        def _uncharge_link(self, db: sqlite3.Connection, repo_id: int, digest: str) -> None: ...
+
     @asynccontextmanager
     async def lock_blob(self, digest: str) -> AsyncIterator[None]:
         # flock locks belong to an open file: two requests of one process exclude each other
@@ -113,6 +115,7 @@ class SQLiteGarbageCollection:
                         " ON CONFLICT (digest) DO NOTHING",
                         (review.digest, review.since),
                     )
+                    self._uncharge_link(db, review.repository_id, review.digest)
             return removed
 
         if dry_run:
@@ -183,9 +186,9 @@ class SQLiteGarbageCollection:
         )
         return row.fetchone() is not None
 
-    async def forget_tombstone(self, digest: str) -> None:
+    async def forget_tombstones(self, digests: Sequence[str]) -> None:
         def txn(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM gc_tombstones WHERE digest = ?", (digest,))
+            db.executemany("DELETE FROM gc_tombstones WHERE digest = ?", [(d,) for d in digests])
 
         await self._transaction(txn, durable=False)
 

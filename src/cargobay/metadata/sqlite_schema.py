@@ -110,4 +110,32 @@ MIGRATIONS: list[list[str]] = [
             SELECT b.digest, CAST(strftime('%s', 'now') AS REAL) FROM blobs b
             WHERE NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)""",
     ],
+    # Retention policies (cargobay.lifecycle.retention).
+    [
+        # When the manifest was last pulled (GET), recorded in batches (lifecycle.pull_times).
+        "ALTER TABLE manifests ADD COLUMN pulled_at REAL",
+    ],
+    # Quotas (cargobay.lifecycle.quota; see metadata/sqlite_quota.py): a quota's repositories,
+    # the blobs charged to it (each once), and its charged bytes in shards (shard 0 is added
+    # to by pushes, the others subtracted from by unlinks).
+    [
+        """CREATE TABLE quota_repositories (
+            quota TEXT NOT NULL,
+            repository_id INTEGER NOT NULL,
+            PRIMARY KEY (quota, repository_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX quota_repositories_by_repository ON quota_repositories (repository_id)",
+        """CREATE TABLE quota_blobs (
+            quota TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (quota, digest)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE quota_usage (
+            quota TEXT NOT NULL,
+            shard INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            PRIMARY KEY (quota, shard)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -49,7 +49,22 @@ class Notifier:
         returns once they are committed (so before the response is sent)."""
         record = request_record(request)
         source = Source(f"{self.hostname}:{_local_port(request)}", self.instance_id)
-        actor = identity(request).user
+        await self._record(action, targets, record, identity(request).user, source)
+
+    async def publish_unrequested(self, action: str, targets: Sequence[Target], port: int) -> None:
+        """Record events of the registry's own doing (retention policies) as publish does:
+        the same envelope, with an empty request and actor; `port` is the registry's."""
+        source = Source(f"{self.hostname}:{port}", self.instance_id)
+        await self._record(action, targets, NO_REQUEST, None, source)
+
+    async def _record(
+        self,
+        action: str,
+        targets: Sequence[Target],
+        record: RequestRecord,
+        actor: str | None,
+        source: Source,
+    ) -> None:
         rows: list[Row] = []
         for target in targets:
             keys = [e.key for e in self.endpoints if e.filter.matches(action, target)]
@@ -119,6 +134,7 @@ class Notifier:
 
 
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
+NO_REQUEST = RequestRecord(id="", addr="", host="", method="", useragent="")
 
 
 def build_queue_store(config: Config) -> QueueStore:
@@ -133,13 +149,21 @@ def setup_notifications(app: web.Application, config: Config, registry: Registry
     handlers publish through it) delivering in the background. `registry` is not needed today:
     events are produced by the handlers, which know the request."""
     del registry
-    if not config.notifications.endpoints:
+    notifier = build_notifier(config)
+    if notifier is None:
         return
-    notifier = Notifier(
-        endpoints_from(config.notifications.endpoints), EventQueue(build_queue_store(config))
-    )
     app[NOTIFIER_KEY] = notifier
     app.cleanup_ctx.append(notifier.run)
+
+
+def build_notifier(config: Config) -> Notifier | None:
+    """None without endpoints. Outside the server (`cargobay retention`) it only records
+    events: the registry's processes deliver them from the durable queue."""
+    if not config.notifications.endpoints:
+        return None
+    return Notifier(
+        endpoints_from(config.notifications.endpoints), EventQueue(build_queue_store(config))
+    )
 
 
 def stats(app: web.Application) -> dict[str, dict[str, Any]]:

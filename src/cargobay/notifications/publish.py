@@ -9,7 +9,7 @@ from aiohttp import web
 
 from cargobay.metadata.base import ManifestRecord
 from cargobay.notifications.events import BLOB_MEDIA_TYPE, Target
-from cargobay.notifications.notifier import NOTIFIER_KEY
+from cargobay.notifications.notifier import NOTIFIER_KEY, Notifier
 from cargobay.registry.names import is_tag
 
 
@@ -55,11 +55,21 @@ async def manifest_deleted(request: web.Request, repository: str, reference: str
     notifier = request.app.get(NOTIFIER_KEY)
     if notifier is None:
         return
-    if is_tag(reference):
-        target = Target(repository, tag=reference)
-    else:
-        target = Target(repository, reference)
-    await notifier.publish(request, "delete", [target])
+    await notifier.publish(request, "delete", [_deleted(repository, reference)])
+
+
+async def deleted_by_retention(
+    notifier: Notifier | None, port: int, repository: str, reference: str
+) -> None:
+    """A tag or manifest a retention policy deleted: the event of a DELETE by the API, without
+    a request or an actor."""
+    if notifier is not None:
+        await notifier.publish_unrequested("delete", [_deleted(repository, reference)], port)
+
+
+def _deleted(repository: str, reference: str) -> Target:
+    """A tag's delete names the tag, a manifest's the digest (as distribution's events)."""
+    return Target(repository, tag=reference) if is_tag(reference) else Target(repository, reference)
 
 
 async def blob_pulled(request: web.Request, repository: str, digest: str, size: int) -> None:

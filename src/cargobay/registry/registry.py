@@ -24,10 +24,14 @@ from cargobay.errors import (
     Unsupported,
 )
 from cargobay.lifecycle.immutable import ImmutableTags
+from cargobay.lifecycle.pull_times import PullTimes
+from cargobay.lifecycle.quota import Quotas, refusal
 from cargobay.metadata.base import (
     ManifestRecord,
     MetadataStore,
     MissingReferences,
+    QuotaExceeded,
+    QuotaNotSetUp,
     Referrer,
     TagFixed,
 )
@@ -71,12 +75,18 @@ class Registry:
         metadata: MetadataStore,
         config: RegistryConfig,
         immutable: ImmutableTags | None = None,
+        gc_delay_seconds: float = 86400,
+        quotas: Quotas | None = None,
     ) -> None:
         self.blobs = blobs
+        self.quotas = quotas or Quotas(metadata)
+        self.gc_delay_seconds = gc_delay_seconds
         self.metadata = metadata
         self.config = config
         self.immutable = immutable or ImmutableTags()
         self.uploads = Uploads(blobs, metadata)
+        # Manifest GETs, for retention's pulled_within; written in batches off the request path.
+        self.pulls = PullTimes(metadata)
 
     # -- blobs -------------------------------------------------------------------------------
     async def locate_blob(
@@ -84,9 +94,11 @@ class Registry:
     ) -> BlobLocation:
         """Where to serve a blob from; `for_download=False` (HEAD) skips presigning a URL."""
         digest = Digest.parse(digest_text)
-        # touch: a client that saw the blob may reference it in a manifest it pushes next;
-        # garbage collection keeps the link for another grace delay.
-        size = await self.metadata.linked_blob_size(repository, str(digest), touch=True)
+        # A client that saw the blob may reference it in a manifest it pushes next: garbage
+        # collection keeps the link for a grace delay from now.
+        size = await self.metadata.linked_blob_size(
+            repository, str(digest), keep_for=self.gc_delay_seconds
+        )
         if size is None:
             raise BlobUnknown(detail={"digest": str(digest)})
         url = await self.blobs.url_for(digest) if for_download else None
@@ -102,6 +114,11 @@ class Registry:
         # reclaimed by garbage collection (lifecycle.gc) once nothing links them.
         if not await self.metadata.unlink_blob(repository, str(digest)):
             raise BlobUnknown(detail={"digest": str(digest)})
+
+    async def check_room(self, repository: str) -> None:
+        """Refuse (403 DENIED) an upload or a mount into a repository whose quota is full, before
+        any byte is sent (Harbor#17390)."""
+        await self.quotas.refuse_if_full(repository)
 
     async def mount_blob(
         self, repository: str, digest_text: str, source: str | None, *, anywhere: bool = True
@@ -186,7 +203,9 @@ class Registry:
         record = parse_manifest(content, content_type, digest).record
         fixed = self.immutable.fixed(repository, tags)
         try:
-            await self.metadata.put_manifest(repository, record, tags, fixed_tags=fixed)
+            await self._store_manifest(repository, record, tags, fixed)
+        except QuotaExceeded as exceeded:
+            raise refusal(exceeded) from None
         except TagFixed as refused:
             raise self._immutable(repository, refused.tag) from None
         except MissingReferences as missing:
@@ -200,6 +219,21 @@ class Registry:
                 detail={"blobs": list(missing.blobs), "manifests": list(missing.manifests)},
             ) from None
         return record, tags
+
+    async def _store_manifest(
+        self, repository: str, record: ManifestRecord, tags: list[str], fixed: list[str]
+    ) -> None:
+        checks = self.quotas.checks(repository)
+        try:
+            await self.metadata.put_manifest(
+                repository, record, tags, fixed_tags=fixed, quota_checks=checks
+            )
+        except QuotaNotSetUp:
+            # Another instance, configured without this quota, dropped it: set it up again.
+            await self.quotas.set_up()
+            await self.metadata.put_manifest(
+                repository, record, tags, fixed_tags=fixed, quota_checks=checks
+            )
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         self._check_deletes()
