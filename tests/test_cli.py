@@ -10,9 +10,11 @@ from pathlib import Path
 import bcrypt
 import yaml
 
+from cargobay.metadata.base import QuotaCheck
 from cargobay.metadata.sqlite import SQLiteMetadataStore
 from cargobay.registry.digest import Digest
 from cargobay.storage.filesystem import FilesystemBlobStore
+from tests.metadata.test_contract import d, manifest
 
 
 def cargobay(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -149,3 +151,47 @@ def test_verify_reports_missing_and_corrupt_blobs(tmp_path: Path) -> None:
     assert full.returncode == 1
     assert f"1 blobs with the wrong digest:\n  {bad}" in full.stdout
     assert str(good) not in full.stdout
+
+
+async def quota_usage(root: Path, *keys: str) -> list[tuple[str, int, int, int]]:
+    meta = SQLiteMetadataStore(root / "metadata.db")
+    try:
+        return [(u.key, u.bytes, u.tags, u.repositories) for u in await meta.quota_usage(keys)]
+    finally:
+        await meta.close()
+
+
+async def charged_quotas(root: Path) -> None:
+    """Quotas team/* and old/* set up, as running instances leave them, with a push charged."""
+    meta = SQLiteMetadataStore(root / "metadata.db")
+    meta.migrate()
+    keys = {"team/*": lambda name: name.startswith("team/"), "old/*": lambda name: False}
+    await meta.set_up_quotas(keys)
+    await meta.link_blob("team/a", d("layer"), 100)
+    record = manifest("m1", blob_references=(d("layer"),))
+    await meta.put_manifest("team/a", record, ["v1"], quota_checks=[QuotaCheck("team/*")])
+    await meta.close()
+
+
+def test_quota_reads_only(tmp_path: Path) -> None:
+    """`cargobay quota` neither drops the quotas its configuration lacks nor sets up those the
+    metadata does not know."""
+    asyncio.run(charged_quotas(tmp_path))
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "quotas:\n"
+        "  - {repositories: ['team/*'], max_bytes: 1000}\n"
+        "  - {repositories: ['new/*'], max_tags: 5}\n"
+    )
+    shown = cargobay("quota", "--config", str(config), "--data-dir", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    team = next(line for line in shown.stdout.splitlines() if "team/*" in line)
+    assert "100 B" in team and "1000 B" in team, shown.stdout
+    new = next(line for line in shown.stdout.splitlines() if "new/*" in line)
+    assert "not set up" in new, shown.stdout
+    config.write_text("quotas: []\n")
+    assert cargobay("quota", "--config", str(config), "--data-dir", str(tmp_path)).returncode == 0
+    assert asyncio.run(quota_usage(tmp_path, "team/*", "old/*", "new/*")) == [
+        ("team/*", 100, 1, 1),
+        ("old/*", 0, 0, 0),
+    ]

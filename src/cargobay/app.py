@@ -200,9 +200,10 @@ async def _pull_times_and_retention(app: web.Application) -> AsyncIterator[None]
 
 async def _set_up_quotas(registry: Registry) -> None:
     """Quotas new to the metadata get their usage computed before this worker serves; if the
-    database cannot answer now, the first push under such a quota does it."""
+    database cannot answer now, the first push under such a quota does it. Quotas this
+    configuration lacks are dropped (docs/gc.md, Quotas, says why)."""
     try:
-        created = await registry.quotas.set_up()
+        created = await registry.quotas.set_up(drop_others=True)
     except Unavailable as exc:
         log.warning("quotas not set up yet: %s", exc.message)
         return

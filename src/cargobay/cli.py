@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         "--dry-run", action="store_true", help="list what would be deleted and why, change nothing"
     )
 
-    quotas = commands.add_parser("quota", help="show the usage of every quota")
+    quota_help = (
+        "show the usage of every quota; read-only: a quota the metadata does not know yet"
+        " (no registry instance configured with it has started) shows as not set up"
+    )
+    quotas = commands.add_parser("quota", help=quota_help, description=quota_help)
     _config_arguments(quotas)
 
     configs = commands.add_parser("config", help="check or show the configuration")
@@ -288,11 +292,11 @@ async def apply_retention(config: Config, dry_run: bool) -> bool:
 
 
 async def show_quotas(config: Config) -> None:
-    """`cargobay quota`: every quota's usage, in a table."""
+    """`cargobay quota`: every quota's usage, in a table. Sets up and drops no quota: one set up
+    here that the instances lack would not be charged by their pushes, and go stale."""
     registry = build_registry(config)
     registry.metadata.migrate()
     try:
-        await registry.quotas.set_up()  # a quota new to the metadata is computed now
         reports = await registry.quotas.report()
     finally:
         await registry.blobs.close()

@@ -14,6 +14,7 @@ from cargobay.lifecycle.gc import GarbageCollector
 from cargobay.metadata.base import UploadRecord
 from cargobay.metadata.sqlite import SQLiteMetadataStore
 from cargobay.registry.digest import Digest
+from cargobay.registry.uploads import Uploads
 from cargobay.storage.filesystem import FilesystemBlobStore
 
 
@@ -109,3 +110,105 @@ async def test_two_collectors_at_once_one_collects(
         assert await meta.tombstones(100) == []
     finally:
         await other.close()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _place(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def _chunks(data: bytes):  # type: ignore[no-untyped-def]
+    yield data
+
+
+async def _push(uploads: Uploads, repository: str, data: bytes) -> None:
+    upload = await uploads.start(repository)
+    async with uploads.session(repository, upload.id) as held:
+        await uploads.complete(held, str(Digest.of(data, "sha256")), _chunks(data), None, None)
+
+
+async def _tombstone(meta: SQLiteMetadataStore, blobs: FilesystemBlobStore, data: bytes) -> Digest:
+    """A blob of `data` that the collector has decided to delete, its bytes still in place."""
+    uploads = Uploads(blobs, meta)
+    await _push(uploads, "old", data)
+    digest = Digest.of(data, "sha256")
+    assert await meta.unlink_blob("old", str(digest))
+    reviews = await meta.due_blob_reviews(1e12, 10)
+    assert [t.digest for t in await meta.collect_blobs([r.digest for r in reviews], 1e12)] == [
+        str(digest)
+    ]
+    assert await blobs.stat(digest) is not None
+    return digest
+
+
+async def test_an_upload_after_the_decision_keeps_its_bytes(
+    meta: SQLiteMetadataStore, tmp_path: Path
+) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "data")
+    data = b"the same bytes, pushed again"
+    digest = await _tombstone(meta, blobs, data)
+    # The upload finds the bytes in place (and so keeps none of its own) before the collector
+    # gets to delete them: the collector must then leave them.
+    await _push(Uploads(blobs, meta), "new", data)
+    collector = GarbageCollector(meta, blobs, GCConfig(delay_seconds=3600))
+    report = await collector.collect()
+    assert report is not None and report.bytes == 0
+    assert await blobs.stat(digest) is not None
+    assert await meta.linked_blob_size("new", str(digest)) == len(data)
+    assert await meta.tombstones(10) == []
+
+
+class SlowDeletes(FilesystemBlobStore):
+    """Deletes wait until released: an upload of the same bytes arrives meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.deleting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def delete(self, digest: Digest) -> bool:
+        self.deleting.set()
+        await self.release.wait()
+        return await super().delete(digest)
+
+
+async def test_an_upload_racing_the_byte_delete_waits_and_writes_its_bytes(
+    meta: SQLiteMetadataStore, tmp_path: Path
+) -> None:
+    blobs = SlowDeletes(tmp_path / "data")
+    data = b"bytes being deleted while they are pushed again"
+    digest = await _tombstone(meta, blobs, data)
+    collector = GarbageCollector(meta, blobs, GCConfig(delay_seconds=3600))
+    collecting = asyncio.create_task(collector.collect())
+    await blobs.deleting.wait()  # the collector holds the digest's lock, deleting
+    pushing = asyncio.create_task(_push(Uploads(blobs, meta), "new", data))
+    await asyncio.sleep(0.2)
+    assert not pushing.done()  # the upload waits for the lock ...
+    blobs.release.set()
+    await collecting
+    await pushing  # ... and then writes its own bytes
+    assert await blobs.stat(digest) is not None
+    assert await meta.linked_blob_size("new", str(digest)) == len(data)
+    assert not await meta.is_tombstoned(str(digest))
+
+
+async def test_stray_files_in_the_blob_folder_are_left_alone(
+    meta: SQLiteMetadataStore, tmp_path: Path
+) -> None:
+    blobs = FilesystemBlobStore(tmp_path / "data")
+    stray = tmp_path / "data" / "blobs" / "sha256" / "ab" / ".nfs0000000000001234"
+    _place(stray, b"not a blob")
+    orphan = b"bytes nobody knows"
+    path = Path(blobs.local_path(Digest.of(orphan, "sha256")) or "")
+    _place(path, orphan)
+    collector = GarbageCollector(meta, blobs, GCConfig(delay_seconds=0))
+    assert await collector.sweep(rate=1000) == 1  # only the orphan is a blob
+    await asyncio.sleep(0.01)
+    report = await collector.collect()
+    assert report is not None and report.failures == 0 and report.bytes == len(orphan)
+    assert await blobs.stat(Digest.of(orphan, "sha256")) is None
+    assert _exists(stray)

@@ -28,8 +28,14 @@ from typing import Any
 import httpx
 import pytest
 
-from cargobay.lifecycle.quota import format_size
+from cargobay.config import RegistryConfig
+from cargobay.errors import Unavailable
+from cargobay.lifecycle.quota import Quota, Quotas, format_size
+from cargobay.metadata.sqlite import SQLiteMetadataStore
+from cargobay.registry.registry import Registry
+from cargobay.storage.filesystem import FilesystemBlobStore
 from tests.api.helpers import (
+    OCI_INDEX,
     OCI_MANIFEST,
     assert_error,
     canonical,
@@ -308,6 +314,34 @@ def test_the_quota_command_shows_every_quota(setup: QuotaSetup) -> None:
     for quota in QUOTAS:
         assert ", ".join(quota["repositories"]) in shown, shown
     assert "unlimited" in shown and "repositories" in shown
+
+
+async def test_a_quota_dropped_again_during_the_retried_push_is_unavailable(
+    tmp_path: Path,
+) -> None:
+    """The push finds the quota dropped (by an instance configured without it), sets it up,
+    and finds it dropped again at the retry: 503 UNAVAILABLE, not a 500."""
+    meta = SQLiteMetadataStore(tmp_path / "metadata.db")
+    meta.migrate()
+    quotas = Quotas(meta, [Quota(("team/*",), 1000, None)])
+    registry = Registry(FilesystemBlobStore(tmp_path), meta, RegistryConfig(), quotas=quotas)
+    store_manifest = meta.put_manifest
+
+    async def dropped_first(*args: Any, **kwargs: Any) -> None:
+        await meta.set_up_quotas({}, drop_others=True)
+        await store_manifest(*args, **kwargs)
+
+    meta.put_manifest = dropped_first  # type: ignore[method-assign]
+    index = b'{"schemaVersion": 2, "mediaType": "%s", "manifests": []}' % OCI_INDEX.encode()
+    try:
+        with pytest.raises(Unavailable) as refused:
+            await registry.put_manifest("team/a", "v1", index, OCI_INDEX)
+    finally:
+        await meta.close()
+    assert refused.value.status == 503
+    assert refused.value.message == (
+        "quota team/* is being set up (an instance configured without it dropped it), retry later"
+    )
 
 
 # -- real clients ------------------------------------------------------------------------------

@@ -286,6 +286,22 @@ def test_untagged_manifests_go_after_the_duration(manual: GCSetup) -> None:
         pull_exact(client, repo, tagged)
 
 
+def test_an_untagged_manifest_pushed_again_is_young_again(manual: GCSetup) -> None:
+    """A client pushing an old untagged manifest again by digest (as buildx re-pushes an
+    index's children before the index) makes it young: the run keeps it, and the index push
+    that follows finds it."""
+    repo = name("untagged")
+    with manual.client() as client:
+        child = push_image(client, repo)
+        backdate(manual, repo, 3, digest=child[1])
+        put_manifest(client, repo, child[1], child[0], OCI_MANIFEST)
+        output = retention(manual)
+        assert child[1] not in output, output
+        assert exists(client, repo, child[1])
+        _, index = push_index(client, repo, "multi", [child])
+        pull_exact(client, repo, index)
+
+
 def test_index_graphs(manual: GCSetup) -> None:
     """Tagged index with untagged children: everything stays. Untagged index with untagged
     children: all of it goes in one run. A child shared by two indexes survives the deletion of
@@ -361,13 +377,14 @@ def test_referrers_stay_with_their_subject_and_go_with_it_when_the_policy_says(
 # -- races, webhooks, the periodic run ----------------------------------------------------------
 def test_pushes_racing_a_run_are_never_lost(manual: GCSetup) -> None:
     """While `cargobay retention` deletes old tags and untagged manifests, clients tag the
-    manifests being deleted, move the tags being deleted, and push indexes over them: every
-    push that succeeded is there afterwards."""
+    manifests being deleted, move the tags being deleted, and push indexes over them (some after
+    pushing the child again by digest, which must then keep it): every push that succeeded is
+    there afterwards."""
     repos = [name("race") for _ in range(12)]
     images: dict[str, dict[str, tuple[bytes, str]]] = {}
     with manual.client() as client:
         for repo in repos:
-            untagged = [push_image(client, repo) for _ in range(4)]
+            untagged = [push_image(client, repo) for _ in range(5)]
             old_tagged = push_image(client, repo, "old")
             newer = push_image(client, repo)
             for _, digest in [*untagged, old_tagged]:
@@ -381,6 +398,12 @@ def test_pushes_racing_a_run_are_never_lost(manual: GCSetup) -> None:
     done = threading.Event()
 
     def push() -> None:
+        try:
+            push_until_done()
+        except Exception as exc:  # a timeout or a non-JSON 500 must fail the test, not the thread
+            failures.append(f"pusher: {exc!r}")
+
+    def push_until_done() -> None:
         with manual.client() as client:
             while not done.is_set():
                 for repo in repos:
@@ -404,6 +427,8 @@ def test_pushes_racing_a_run_are_never_lost(manual: GCSetup) -> None:
                     )
                     if r.status_code == 201:
                         pushed.append((repo, "old", digest))
+                    else:
+                        failures.append(f"{r.status_code} {r.text}")
                     index = index_of([images[repo]["u3"]])
                     r = client.put(
                         f"/v2/{repo}/manifests/keep-index",
@@ -414,6 +439,24 @@ def test_pushes_racing_a_run_are_never_lost(manual: GCSetup) -> None:
                         indexes.append((repo, digest_of(index)))
                     elif r.json()["errors"][0]["code"] != "MANIFEST_BLOB_UNKNOWN":
                         failures.append(f"{r.status_code} {r.text}")
+                    # As buildx does: the child again by digest, then the index, which must
+                    # find it (the child pushed again is young).
+                    body, digest = images[repo]["u4"]
+                    r = client.put(
+                        f"/v2/{repo}/manifests/{digest}",
+                        content=body,
+                        headers={"Content-Type": OCI_MANIFEST},
+                    )
+                    index = index_of([images[repo]["u4"]])
+                    r2 = client.put(
+                        f"/v2/{repo}/manifests/keep-rebuilt",
+                        content=index,
+                        headers={"Content-Type": OCI_INDEX},
+                    )
+                    if (r.status_code, r2.status_code) == (201, 201):
+                        indexes.append((repo, digest_of(index)))
+                    else:
+                        failures.append(f"{r.status_code} {r2.status_code} {r2.text}")
 
     pusher = threading.Thread(target=push)
     pusher.start()

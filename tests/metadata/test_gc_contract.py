@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cargobay.metadata.base import MetadataStore, UploadRecord
+import pytest
+
+from cargobay.metadata.base import MetadataStore, TagFixed, UploadRecord
 from tests.metadata.test_contract import d, manifest
 
 FUTURE = 1e12  # a cutoff every review is before: everything queued is due
@@ -161,6 +163,7 @@ async def test_blob_lock_is_exclusive(meta: MetadataStore) -> None:
 
     await asyncio.gather(first(), second(), other_digest())
     assert order.index("second in") > order.index("first out")
+    assert order.index("other in") < order.index("first out")  # other digests do not wait
 
 
 async def test_deciding_and_linking_race_to_one_outcome(meta: MetadataStore) -> None:
@@ -184,3 +187,42 @@ async def test_deciding_and_linking_race_to_one_outcome(meta: MetadataStore) -> 
                 assert size is None or not blob_gone
         await collect_all(meta)  # clean up for the next round
         await meta.forget_tombstones([t.digest for t in await meta.tombstones(100)])
+
+
+async def test_a_referenced_blob_stays_when_its_link_is_deleted(meta: MetadataStore) -> None:
+    """DELETE of a blob link while a manifest of the repository references the blob: the link
+    goes (the repository no longer serves it), the bytes stay for the manifest, and go once
+    the manifest is deleted."""
+    await meta.link_blob("r", d("layer"), 5)
+    record = manifest("m", blob_references=(d("layer"),))
+    await meta.put_manifest("r", record, ["t"])
+    assert await meta.unlink_blob("r", d("layer"))
+    assert await collect_all(meta) == (0, [])
+    assert await meta.blob_size(d("layer")) == 5
+    assert await meta.delete_manifest("r", record.digest)
+    # The link's review (queued by the delete) finds the link gone and re-queues the blob.
+    assert await collect_all(meta) == (0, [d("layer")])
+
+
+async def test_a_stale_tombstone_does_not_keep_a_blob_forever(meta: MetadataStore) -> None:
+    await meta.link_blob("r", d("layer"), 5)
+    assert await collect_all(meta) == (1, [d("layer")])
+    await meta.link_blob("s", d("layer"), 5)  # back, without removing the tombstone
+    assert not await meta.is_tombstoned(d("layer"))
+    assert await meta.unlink_blob("s", d("layer"))
+    assert await collect_all(meta) == (0, [d("layer")])  # decided again
+    assert await meta.is_tombstoned(d("layer"))
+    assert await meta.blob_size(d("layer")) is None
+
+
+async def test_delete_manifest_keeps_protected_tags(meta: MetadataStore) -> None:
+    record = manifest("m")
+    await meta.put_manifest("r", record, ["v1", "latest"])
+    with pytest.raises(TagFixed) as refused:
+        await meta.delete_manifest(
+            "r", record.digest, protected=lambda tags: [t for t in tags if t.startswith("v")]
+        )
+    assert refused.value.tag == "v1"
+    assert await meta.manifest_tags("r", record.digest) == ["latest", "v1"]
+    assert await meta.delete_manifest("r", record.digest, protected=lambda tags: [])
+    assert await meta.get_manifest("r", record.digest) is None

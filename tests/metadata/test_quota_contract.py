@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
+import asyncpg
 import pytest
 
 from cargobay.auth.policy import repository_matches
@@ -16,8 +17,10 @@ from cargobay.metadata.base import (
     QuotaNotSetUp,
     QuotaUsage,
 )
+from cargobay.metadata.postgres import PostgresMetadataStore
 from tests.metadata.test_contract import d, manifest
 from tests.metadata.test_gc_contract import collect_all
+from tests.services.postgres import PostgresServer
 
 TEAM = "team/*"
 
@@ -158,13 +161,72 @@ async def test_setting_up_computes_usage_from_what_is_stored(meta: MetadataStore
     await meta.link_blob("team/a", d("loose"), 500)  # unreferenced: not charged
     assert await meta.set_up_quotas(covers(TEAM)) == [TEAM]
     assert await usage(meta) == (110, 3, 2)
-    # A quota no longer configured is dropped; set up again, it is computed afresh.
-    assert await meta.set_up_quotas({}) == []
+    # A quota no longer configured is dropped (when asked); set up again, it is computed afresh.
+    assert await meta.set_up_quotas({}, drop_others=True) == []
     assert await meta.quota_usage([TEAM]) == []
     with pytest.raises(QuotaNotSetUp):
         await image(meta, "team/a", "m4", {"new": 1}, [], QuotaCheck(TEAM))
     assert await meta.set_up_quotas(covers(TEAM)) == [TEAM]
     assert await usage(meta) == (110, 3, 2)
+
+
+async def test_setting_up_other_quotas_keeps_those_not_given(meta: MetadataStore) -> None:
+    """What `cargobay quota` and the set-up retried at a push do with a configuration lacking a
+    quota: its usage, charges and repositories stay, and pushes into it need no new set-up."""
+    await meta.set_up_quotas(covers(TEAM))
+    check = QuotaCheck(TEAM, max_bytes=1000)
+    await image(meta, "team/a", "m1", {"a": 100, "b": 10}, ["v1"], check)
+    assert await meta.set_up_quotas(covers("other/*")) == ["other/*"]
+    assert await meta.set_up_quotas({}) == []
+    assert await usage(meta) == (110, 1, 1)
+    await image(meta, "team/a", "m2", {"c": 1}, ["v2"], check)  # no QuotaNotSetUp
+    assert await meta.unlink_blob("team/a", d("a"))  # its charge is still there to remove
+    assert await usage(meta) == (11, 2, 1)
+
+
+@pytest.fixture
+async def postgres_meta(postgres: PostgresServer) -> AsyncIterator[PostgresMetadataStore]:
+    store = PostgresMetadataStore(postgres.create_database())
+    store.migrate()
+    yield store
+    await store.close()
+
+
+async def test_an_unlink_during_a_set_up_is_not_charged(
+    postgres_meta: PostgresMetadataStore,
+) -> None:
+    """PostgreSQL only: an unlink committing after the set-up computed its charges from the
+    links, but before the set-up committed, must still uncharge. (SQLite runs one write
+    transaction at a time, so the two cannot overlap there.)"""
+    meta = postgres_meta
+    await image(meta, "team/a", "m1", {"a": 100, "b": 10}, ["v1"])
+    # Hold the set-up inside its compute statement (after its snapshot): its insert of
+    # (TEAM, b) waits for this uncommitted one.
+    blocker = await asyncpg.connect(meta.url)
+    blocker_txn = blocker.transaction()
+    await blocker_txn.start()
+    await blocker.execute(
+        "INSERT INTO quota_blobs (quota, digest, size) VALUES ($1, $2, 10)", TEAM, d("b")
+    )
+    set_up = asyncio.create_task(meta.set_up_quotas(covers(TEAM)))
+    for _ in range(500):
+        await blocker.execute("SELECT pg_stat_clear_snapshot()")  # else fixed for the txn
+        waiting = await blocker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO quota_blobs%DISTINCT%'"
+        )
+        if waiting:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the set-up never reached its compute statement")
+    unlink = asyncio.create_task(meta.unlink_blob("team/a", d("a")))
+    await asyncio.sleep(0.2)  # time for the unlink to commit, if nothing holds it
+    await blocker_txn.rollback()
+    await blocker.close()
+    assert await set_up == [TEAM]
+    assert await unlink
+    assert await usage(meta) == (10, 1, 1)
 
 
 async def test_concurrent_pushes_never_exceed_the_limit(meta: MetadataStore) -> None:

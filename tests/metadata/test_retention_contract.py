@@ -129,3 +129,55 @@ async def test_a_push_racing_a_conditional_delete_is_never_lost(meta: MetadataSt
         assert await meta.get_manifest("r", child.digest) is not None
         if indexed:
             assert await meta.get_tagged_manifest("r", f"i{round_}") is not None
+
+
+async def test_a_manifest_pushed_or_pulled_again_since_the_cutoff_stays(
+    meta: MetadataStore,
+) -> None:
+    """An old untagged manifest a run decided to delete for its age, pushed again by digest
+    (or pulled) before the delete, stays: the push time is refreshed and checked again."""
+    for name in ("repushed", "pulled", "idle"):
+        await meta.put_manifest("r", manifest(name), [])
+    await asyncio.sleep(0.01)
+    cutoff = time.time()  # those three are older than this
+    await asyncio.sleep(0.01)
+    await meta.put_manifest("r", manifest("repushed"), [])
+    await meta.record_pulls([Pull("r", d("pulled"), time.time())])
+    pushed = {m.digest: m.pushed_at for m in (await meta.repository_state("r")).manifests}
+    assert pushed[d("repushed")] > cutoff > pushed[d("idle")]
+    assert await meta.delete_manifest_if_untagged("r", d("repushed"), cutoff) is False
+    assert await meta.delete_manifest_if_untagged("r", d("pulled"), cutoff) is False
+    assert await meta.get_manifest("r", d("repushed")) is not None
+    assert await meta.delete_manifest_if_untagged("r", d("idle"), cutoff) is True
+    later = time.time() + 1
+    assert await meta.delete_manifest_if_untagged("r", d("repushed"), later) is True
+    assert await meta.delete_manifest_if_untagged("r", d("pulled"), later) is True
+    assert await meta.delete_manifest_if_untagged("r", d("idle"), later) is False  # gone
+
+
+async def test_a_repush_racing_an_age_based_delete_is_never_lost(meta: MetadataStore) -> None:
+    """A manifest deleted for its age is pushed again by digest at the same moment, then an
+    index referencing it: the push either came first (the manifest stays) or after."""
+    for round_ in range(20):
+        child = manifest(f"child-{round_}")
+        await meta.put_manifest("r", child, [])
+        cutoff = time.time() + 0.001  # the child is old
+        await asyncio.sleep(0.002)
+        await asyncio.gather(
+            meta.delete_manifest_if_untagged("r", child.digest, cutoff),
+            meta.put_manifest("r", child, []),
+        )
+        assert await meta.get_manifest("r", child.digest) is not None
+        index = manifest(f"index-{round_}", manifest_references=(child.digest,))
+        await meta.put_manifest("r", index, [])  # no MissingReferences
+
+
+async def test_a_tag_pushed_again_since_it_was_read_stays(meta: MetadataStore) -> None:
+    await meta.put_manifest("r", manifest("a"), ["t"])
+    [read] = (await meta.repository_state("r")).tags
+    await asyncio.sleep(0.01)  # a later push time than the one read
+    await meta.put_manifest("r", manifest("a"), ["t"])  # the same tag, pushed again
+    assert await meta.delete_tag_if("r", "t", d("a"), read.pushed_at) is False
+    assert await meta.list_tags("r", None, 10) == ["t"]
+    [again] = (await meta.repository_state("r")).tags
+    assert await meta.delete_tag_if("r", "t", d("a"), again.pushed_at) is True

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from cargobay import metrics
 from cargobay.config import GCConfig
-from cargobay.errors import Unavailable
+from cargobay.errors import RegistryError, Unavailable
 from cargobay.metadata.base import LinkReview, MetadataStore, Tombstone, UploadLocked
 from cargobay.registry.digest import Digest
 from cargobay.storage.base import BlobStore
@@ -125,6 +125,10 @@ class GarbageCollector:
                     report.failures += 1
                     log.warning("garbage collection: cannot delete %s: %s", tombstone.digest, exc)
                     return
+                except Exception:
+                    report.failures += 1
+                    log.exception("garbage collection: cannot delete %s", tombstone.digest)
+                    return
                 report.bytes += reclaimed
                 finished.append(tombstone.digest)
                 done += 1
@@ -147,7 +151,11 @@ class GarbageCollector:
             # decision made the blob known again, and its bytes stay.
             if not await self.metadata.is_tombstoned(tombstone.digest):
                 return 0
-            digest = Digest.parse(tombstone.digest)
+            try:
+                digest = Digest.parse(tombstone.digest)
+            except RegistryError:
+                return 0  # not a blob's name (bytes put there by hand): nothing to delete
+
             size = tombstone.size
             if size < 0:
                 stat = await self.blobs.stat(digest)

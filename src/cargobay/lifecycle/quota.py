@@ -60,6 +60,7 @@ class Quota:
 class QuotaReport:
     quota: Quota
     usage: QuotaUsage
+    set_up: bool = True  # False: the metadata does not know it yet (usage zero)
 
 
 class Quotas:
@@ -102,11 +103,12 @@ class Quotas:
             )
         return list(by_key.values())
 
-    async def set_up(self) -> list[str]:
-        """Make the metadata store's quotas these (new ones get their usage computed from the
-        links); the keys that were set up."""
+    async def set_up(self, *, drop_others: bool = False) -> list[str]:
+        """Set up those of these quotas the metadata store does not know (their usage computed
+        from the links); the keys that were set up. With `drop_others` (only a registry
+        instance starting: docs/gc.md, Quotas), the quotas not configured here are dropped."""
         covers = {quota.key: quota.covers for quota in self.quotas}
-        return await self.metadata.set_up_quotas(covers)
+        return await self.metadata.set_up_quotas(covers, drop_others=drop_others)
 
     async def refuse_if_full(self, repository: str) -> None:
         """Denied if a quota of the repository has no bytes left: an upload or a mount into
@@ -125,7 +127,9 @@ class Quotas:
         """Every quota with its usage (zero for one not set up yet)."""
         found = {u.key: u for u in await self.metadata.quota_usage([q.key for q in self.quotas])}
         return [
-            QuotaReport(quota, found.get(quota.key, QuotaUsage(quota.key, 0, 0, 0)))
+            QuotaReport(quota, found[quota.key])
+            if quota.key in found
+            else QuotaReport(quota, QuotaUsage(quota.key, 0, 0, 0), set_up=False)
             for quota in self.quotas
         ]
 
@@ -154,6 +158,17 @@ def quota_table(reports: Sequence[QuotaReport]) -> Table:
     table.add_column("repositories", justify="right")
     for report in reports:
         quota, usage = report.quota, report.usage
+        if not report.set_up:
+            table.add_row(
+                quota.key,
+                "not set up",
+                "unlimited" if quota.max_bytes is None else format_size(quota.max_bytes),
+                "",
+                "",
+                "unlimited" if quota.max_tags is None else f"{quota.max_tags:,}",
+                "",
+            )
+            continue
         table.add_row(
             quota.key,
             format_size(usage.bytes),

@@ -19,10 +19,11 @@ neither keep_tags nor delete_untagged_after exempts the repositories it matches)
 
 A run reads each repository in one snapshot, decides, then deletes one item at a time, each
 with a check atomic with the delete (MetadataStore.delete_tag_if, delete_manifest_if_untagged):
-a tag that a push moved meanwhile, and a manifest that was tagged or referenced by a pushed
-index meanwhile, stay. Indexes go before their children and subjects before their referrers,
-so that a child is never deleted while an index still references it. Blob bytes are reclaimed
-later by garbage collection (lifecycle.gc), after its grace delay.
+a tag that a push moved meanwhile, and a manifest that was tagged, pushed again (which makes it
+young) or referenced by a pushed index meanwhile, stay. Indexes go before their children and
+subjects before their referrers, so that a child is never deleted while an index still
+references it. Blob bytes are reclaimed later by garbage collection (lifecycle.gc), after its
+grace delay.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class Deletion:
     reference: str  # the tag, or the manifest's digest
     digest: str  # the manifest (a tag's: the one it points at)
     reason: str
+    # A manifest deleted for its age: kept if pushed or pulled again at or after this.
+    pushed_before: float | None = None
+    # A tag: kept if pushed again since it was read (its push time changed).
+    pushed_at: float | None = None
 
     def describe(self) -> str:
         separator = ":" if self.kind == "tag" else "@"
@@ -177,11 +182,11 @@ class Retention:
     async def _delete(self, deletion: Deletion, report: RetentionReport) -> None:
         if deletion.kind == "tag":
             done = await self.metadata.delete_tag_if(
-                deletion.repository, deletion.reference, deletion.digest
+                deletion.repository, deletion.reference, deletion.digest, deletion.pushed_at
             )
         else:
             done = await self.metadata.delete_manifest_if_untagged(
-                deletion.repository, deletion.digest
+                deletion.repository, deletion.digest, deletion.pushed_before
             )
         if not done:
             report.kept_by_pushes.append(deletion)
@@ -285,7 +290,10 @@ def _plan_tags(
             )
         if keep.patterns:
             reasons.append("no pattern matches")
-        deletions.append(Deletion("tag", repository, tag.name, tag.digest, ", ".join(reasons)))
+        reason = ", ".join(reasons)
+        deletions.append(
+            Deletion("tag", repository, tag.name, tag.digest, reason, pushed_at=tag.pushed_at)
+        )
     return deletions
 
 
@@ -358,7 +366,9 @@ def _plan_manifests(
             if m.pulled_at is not None:
                 reason += f", last pulled {age(now - m.pulled_at)} ago"
             reason += f" (delete_untagged_after {age(after)})"
-        deletions.append(Deletion("manifest", repository, digest, digest, reason))
+        # A referrer that follows its subject goes whatever its age.
+        pushed_before = None if follows_subject(m) else cutoff
+        deletions.append(Deletion("manifest", repository, digest, digest, reason, pushed_before))
     return deletions
 
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from cargobay.errors import Unavailable
 
-LOCK_WAIT_SECONDS = 60.0
+# Waiting for a blob lock: an upload holds it while the store commits the bytes, which for a
+# large blob on S3 is a server-side copy of minutes (storage/s3.py allows it 30).
+LOCK_WAIT_SECONDS = 1800.0
 # Pull times are for retention policies, whose durations are hours or days: a pull within
 # this many seconds of the recorded one is not written again.
 PULL_TIME_PRECISION = 60.0
@@ -221,7 +223,8 @@ class MissingReferences(Exception):
 
 
 class TagFixed(Exception):
-    """Raised by put_manifest when one of its `fixed_tags` points at another manifest."""
+    """Raised by put_manifest when one of its `fixed_tags` points at another manifest, and by
+    delete_manifest when a tag it would delete is protected."""
 
     def __init__(self, tag: str) -> None:
         super().__init__(f"tag {tag!r} points at another manifest and may not move")
@@ -315,7 +318,8 @@ class MetadataStore(ABC):
         quota_checks: Sequence[QuotaCheck] = (),
     ) -> None:
         """Store the manifest and point `tags` at it, in one transaction. Raises
-        MissingReferences, storing nothing, if a reference is not in the repository.
+        MissingReferences, storing nothing, if a reference is not in the repository. Storing
+        a manifest again sets its push time (ManifestState.pushed_at) to now.
 
         `quota_checks` are the quotas the repository falls under: the referenced blobs new to
         each are charged to it, and if that or the new tags take it over a limit, QuotaExceeded
@@ -332,9 +336,17 @@ class MetadataStore(ABC):
         """The tags pointing at the manifest, in byte order."""
 
     @abstractmethod
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        protected: Callable[[Sequence[str]], Sequence[str]] | None = None,
+    ) -> bool:
         """Delete the manifest and every tag pointing at it; the blob links it referenced are
-        queued for review."""
+        queued for review. `protected` (immutable tags) is given the tags pointing at it,
+        read atomically with the delete, and returns those that may not go: TagFixed is
+        raised for the first, and nothing is deleted."""
 
     @abstractmethod
     async def delete_tag(self, repository: str, tag: str) -> bool: ...
@@ -463,15 +475,22 @@ class MetadataStore(ABC):
         for an unknown repository)."""
 
     @abstractmethod
-    async def delete_tag_if(self, repository: str, tag: str, digest: str) -> bool:
-        """Delete the tag only if it still points at `digest`, checked atomically with the
-        delete (a push that moved it meanwhile keeps it), as delete_tag does otherwise."""
+    async def delete_tag_if(
+        self, repository: str, tag: str, digest: str, pushed_at: float | None = None
+    ) -> bool:
+        """Delete the tag only if it still points at `digest` and, when `pushed_at` is given,
+        was not pushed since (its TagState.pushed_at is unchanged), checked atomically with
+        the delete: a push that moved or re-pushed it meanwhile keeps it."""
 
     @abstractmethod
-    async def delete_manifest_if_untagged(self, repository: str, digest: str) -> bool:
+    async def delete_manifest_if_untagged(
+        self, repository: str, digest: str, pushed_before: float | None = None
+    ) -> bool:
         """Delete the manifest as delete_manifest does, only if, atomically with the delete,
-        no tag points at it, no manifest of the repository references it as a child, and its
-        subject (if any) is not in the repository. A push that tagged it, or an index pushed
+        no tag points at it, no manifest of the repository references it as a child, its
+        subject (if any) is not in the repository, and, given `pushed_before`, it was last
+        pushed before then and not pulled since (a pull time recorded at or after it keeps it).
+        A push that tagged it, re-pushed it (which refreshes its push time), or an index pushed
         that references it, either commits first (the manifest stays) or finds it gone."""
 
     @abstractmethod
@@ -482,11 +501,13 @@ class MetadataStore(ABC):
 
     # -- quotas (cargobay.lifecycle.quota) ----------------------------------------------------
     @abstractmethod
-    async def set_up_quotas(self, covers: Mapping[str, Callable[[str], bool]]) -> list[str]:
-        """Make the store's quotas those keyed in `covers` (key -> whether it covers a
-        repository name). A quota new to the store gets its repositories (the names it covers)
-        and its usage (the blobs its repositories link that a manifest of theirs references,
-        each once) computed now; quotas no longer given are dropped. Returns the keys set up.
+    async def set_up_quotas(
+        self, covers: Mapping[str, Callable[[str], bool]], *, drop_others: bool = False
+    ) -> list[str]:
+        """Set up the quotas keyed in `covers` (key -> whether it covers a repository name)
+        that the store does not know: each gets its repositories (the names it covers) and its
+        usage (the blobs its repositories link that a manifest of theirs references, each once)
+        computed now. Quotas not given are kept, unless `drop_others`. Returns the keys set up.
         From then on, a blob is charged to a quota when a manifest of one of its repositories
         references it (put_manifest's quota_checks) and uncharged when the last link to it in
         the quota's repositories goes (unlink_blob, garbage collection)."""
@@ -500,8 +521,9 @@ async def wait_for_lock(
     try_lock: Callable[[], AbstractAsyncContextManager[None]], what: str
 ) -> AsyncExitStack:
     """Enter `try_lock()` (which raises UploadLocked when busy), retrying with a growing pause
-    until it is free; the returned stack holds it. Blob locks are held for milliseconds and
-    rarely contended, so polling costs less than a queue in every process and instance."""
+    until it is free; the returned stack holds it. Blob locks are rarely contended (two
+    uploads of the same bytes, or one racing the collector), so polling costs less than a
+    queue in every process and instance; the pause grows to 0.25 s for long holds."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     pause = 0.001
     while True:
@@ -513,4 +535,4 @@ async def wait_for_lock(
             if time.monotonic() > deadline:
                 raise Unavailable(f"timed out waiting for the lock of {what}") from None
         await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.05)
+        pause = min(pause * 2, 0.25)

@@ -168,7 +168,7 @@ _STORE_MANIFEST = """
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type,
             artifact_type = excluded.artifact_type, subject = excluded.subject,
-            annotations = excluded.annotations
+            annotations = excluded.annotations, created_at = excluded.created_at
     ), refs AS (
         INSERT INTO manifest_references (repository_id, manifest_digest, digest, kind)
         SELECT $1, $2, r.digest, r.kind FROM unnest($9::text[], $10::text[]) AS r (digest, kind)
@@ -399,6 +399,13 @@ class PostgresMetadataStore(
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async def txn(conn: Connection) -> bool:
+            # The review first, then the link: the collector's lock order (postgres_gc.py).
+            await conn.execute(
+                f"DELETE FROM gc_link_reviews WHERE repository_id = {_REPOSITORY_ID}"
+                " AND digest = $2",
+                repository,
+                digest,
+            )
             repo_id = await conn.fetchval(
                 f"DELETE FROM repository_blobs WHERE repository_id = {_REPOSITORY_ID}"
                 " AND digest = $2 RETURNING repository_id",
@@ -406,12 +413,7 @@ class PostgresMetadataStore(
                 digest,
             )
             if repo_id is None:
-                return False
-            await conn.execute(
-                "DELETE FROM gc_link_reviews WHERE repository_id = $1 AND digest = $2",
-                repo_id,
-                digest,
-            )
+                return False  # no link: its review (if any) would only be dropped anyway
             await conn.execute(
                 "INSERT INTO gc_blob_reviews (digest, since) VALUES ($1, $2)"
                 " ON CONFLICT (digest) DO UPDATE SET since = excluded.since",
@@ -478,10 +480,34 @@ class PostgresMetadataStore(
 
         await self._run(txn, transaction=True)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        protected: Callable[[Sequence[str]], Sequence[str]] | None = None,
+    ) -> bool:
         async def txn(conn: Connection) -> bool:
             repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", repository)
-            return repo_id is not None and await self._delete_manifest(conn, repo_id, digest)
+            if repo_id is None:
+                return False
+            if protected is not None:
+                # Locked first: a tag being pointed at it (its foreign key check locks the row
+                # FOR KEY SHARE) commits before the tags are read below, or waits for the delete.
+                await conn.execute(
+                    "SELECT FROM manifests WHERE repository_id = $1 AND digest = $2 FOR UPDATE",
+                    repo_id,
+                    digest,
+                )
+                rows = await conn.fetch(
+                    "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name",
+                    repo_id,
+                    digest,
+                )
+                kept = protected([row[0] for row in rows])
+                if kept:
+                    raise TagFixed(kept[0])  # the transaction rolls back
+            return await self._delete_manifest(conn, repo_id, digest)
 
         return await self._run(txn, transaction=True)
 
@@ -518,16 +544,23 @@ class PostgresMetadataStore(
 
     @staticmethod
     async def _delete_tag(
-        conn: Connection, repository: str, tag: str, digest: str | None = None
+        conn: Connection,
+        repository: str,
+        tag: str,
+        digest: str | None = None,
+        pushed_at: float | None = None,
     ) -> bool:
-        """Delete a tag (only if it points at `digest`, when given; one statement, so checked
-        atomically). Every way of deleting a tag goes through here."""
+        """Delete a tag (only if it points at `digest` and was last pushed at `pushed_at`,
+        when given; one statement: a concurrent push is waited for and the condition checked
+        against what it wrote). Every way of deleting a tag goes through here."""
         status = await conn.execute(
             f"DELETE FROM tags WHERE repository_id = {_REPOSITORY_ID} AND name = $2"
-            " AND digest = coalesce($3::text, digest)",
+            " AND digest = coalesce($3::text, digest)"
+            " AND updated_at = coalesce($4::double precision, updated_at)",
             repository,
             tag,
             digest,
+            pushed_at,
         )
         return int(str(status).rsplit(" ", 1)[-1]) > 0
 

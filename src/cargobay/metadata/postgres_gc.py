@@ -33,7 +33,8 @@ _LINK_STATE = """
 _BLOB_STATE = """
     SELECT ARRAY(SELECT repository_id FROM repository_blobs WHERE digest = $1),
         (SELECT size FROM blobs WHERE digest = $1),
-        EXISTS (SELECT FROM gc_tombstones WHERE digest = $1)"""
+        EXISTS (SELECT FROM gc_tombstones WHERE digest = $1),
+        EXISTS (SELECT FROM manifest_references WHERE digest = $1 AND kind = 'blob')"""
 
 
 class PostgresGarbageCollection:
@@ -86,6 +87,15 @@ class PostgresGarbageCollection:
             await conn.execute(
                 "DELETE FROM gc_link_reviews WHERE repository_id = $1 AND digest = $2", *key
             )
+            if not linked:
+                # Deleted through the API while a manifest referenced it: the blob was kept
+                # for that manifest, and may be garbage now that it is gone.
+                await conn.execute(
+                    "INSERT INTO gc_blob_reviews (digest, since) VALUES ($1, $2)"
+                    " ON CONFLICT (digest) DO NOTHING",
+                    review.digest,
+                    review.since,
+                )
             if not linked or referenced:
                 return False
             await conn.execute(
@@ -136,9 +146,14 @@ class PostgresGarbageCollection:
                 if since is None or since >= cutoff:
                     return None
                 await conn.execute("SELECT FROM blobs WHERE digest = $1 FOR UPDATE", digest)
-            links, size, gone = await conn.fetchrow(_BLOB_STATE, digest)
-            linked = any((int(r), digest) not in unlinked for r in links)
-            decided = None if linked or gone else Tombstone(digest, -1 if size is None else size, 0)
+            links, size, gone, referenced = await conn.fetchrow(_BLOB_STATE, digest)
+            # A manifest referencing it keeps it, even where its link was deleted (no new
+            # reference can appear without a link, which the check above would see).
+            linked = referenced or any((int(r), digest) not in unlinked for r in links)
+            # Already decided, unless an upload brought the blob back since (its row).
+            undecided = not gone or size is not None
+            known = -1 if size is None else size
+            decided = Tombstone(digest, known, 0) if undecided and not linked else None
             if dry_run:
                 return decided
             await conn.execute("DELETE FROM gc_blob_reviews WHERE digest = $1", digest)
@@ -146,7 +161,9 @@ class PostgresGarbageCollection:
                 decided = Tombstone(digest, decided.size, time.time())
                 await conn.execute("DELETE FROM blobs WHERE digest = $1", digest)
                 await conn.execute(
-                    "INSERT INTO gc_tombstones (digest, size, decided_at) VALUES ($1, $2, $3)",
+                    "INSERT INTO gc_tombstones (digest, size, decided_at) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (digest) DO UPDATE SET"
+                    " size = excluded.size, decided_at = excluded.decided_at",
                     digest,
                     decided.size,
                     decided.decided_at,

@@ -23,7 +23,8 @@ Lock order, after the collector's (review row, then link or blob rows, postgres_
   already charged FOR KEY SHARE (an uncharge of them waits for it, and then sees the push's
   repository among the quota's and its link), then shard 0 of each quota in key order, then
   inserts the new charges (waiting for an uncharge deleting the same row, then inserting).
-- an uncharge runs after its link is deleted: it locks the quota_blobs rows FOR UPDATE, then
+- an uncharge runs after its link is deleted: it takes SET_UP_LOCK shared (waiting for a
+  set-up in progress to commit), locks the quota_blobs rows FOR UPDATE, then
   checks in a new statement (seeing what it waited for) whether another repository of the
   quota links the blob, and deletes the row and subtracts from its shard if none does.
 """
@@ -45,8 +46,9 @@ from cargobay.metadata.sqlite_quota import USAGE_SHARDS, uncharge_shard
 T = TypeVar("T")
 Connection = Any
 
-# Set-ups of quotas (instances starting together) queue on this transaction advisory lock; it
-# is in the (int, int) key space of the migration lock, with another key.
+# Set-ups of quotas (instances starting together) queue on this transaction advisory lock,
+# taken exclusively; uncharges take it shared (see _uncharge_link), so they wait only while a
+# set-up runs. It is in the (int, int) key space of the migration lock, with another key.
 SET_UP_LOCK = (0x63617267, 0x71756F74)
 
 _LOCK_CHARGED = """
@@ -146,6 +148,13 @@ class PostgresQuotas:
     async def _uncharge_link(self, conn: Connection, repo_id: int, digest: str) -> None:
         """After a link is removed, in its transaction: the blob stops counting for each quota
         of the repository that no other of its repositories links it into."""
+        # A set-up computes a quota's charges from one snapshot of the links and commits them
+        # later: an uncharge committing in between would find no charge to remove, and the
+        # blob would stay charged for good. Shared, this lock never makes uncharges wait for
+        # one another, only for a set-up, which in turn waits for the uncharges holding it
+        # (their link deletes are then in its snapshot). Taken before locking any quota row,
+        # in a statement of its own, so that the next statement sees what the set-up wrote.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *SET_UP_LOCK)
         for quota, size in await conn.fetch(_LOCK_UNCHARGE, repo_id, digest):
             if await conn.fetchval(_LINKED_IN_QUOTA, quota, digest):
                 continue
@@ -159,20 +168,25 @@ class PostgresQuotas:
                 uncharge_shard(digest),
             )
 
-    async def set_up_quotas(self, covers: Mapping[str, Callable[[str], bool]]) -> list[str]:
+    async def set_up_quotas(
+        self, covers: Mapping[str, Callable[[str], bool]], *, drop_others: bool = False
+    ) -> list[str]:
         async def state(conn: Connection) -> tuple[set[str], set[str]]:
             known = await conn.fetch("SELECT DISTINCT quota FROM quota_usage")
             recorded = await conn.fetch("SELECT DISTINCT quota FROM quota_repositories")
             return {r[0] for r in known}, {r[0] for r in recorded}
 
+        def others(known: set[str], recorded: set[str]) -> list[str]:
+            return sorted((known | recorded) - set(covers)) if drop_others else []
+
         known, recorded = await self._run(state)
-        if known == set(covers) and recorded <= set(covers):
+        if set(covers) <= known and not others(known, recorded):
             return []  # the usual start: nothing to do
 
         async def txn(conn: Connection) -> list[str]:
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *SET_UP_LOCK)
             present, recorded = await state(conn)
-            gone = sorted((present | recorded) - set(covers))
+            gone = others(present, recorded)
             for table in ("quota_usage", "quota_blobs", "quota_repositories"):
                 await conn.execute(f"DELETE FROM {table} WHERE quota = ANY($1::text[])", gone)
             created = []

@@ -2,11 +2,12 @@
 
 A conditional manifest delete runs in one READ COMMITTED transaction that first locks the
 manifest row FOR UPDATE, then checks in a new statement that nothing keeps it. Every push that
-could keep it locks that row too: a push of the manifest itself (to tag it) upserts the row,
-and an index push locks its children FOR KEY SHARE. So such a push either commits first, and
-the check sees its tag or reference, or waits, and then finds the manifest gone (an index push
-then fails with MANIFEST_BLOB_UNKNOWN, as after any delete). A conditional tag delete is one
-statement whose WHERE is evaluated again on a row a concurrent push moved.
+could keep it locks that row too: a push of the manifest itself (to tag it, or again by digest,
+which refreshes its push time) upserts the row, and an index push locks its children FOR KEY
+SHARE. So such a push either commits first, and the check sees its tag, reference or push
+time, or waits, and then finds the manifest gone (an index push then fails with
+MANIFEST_BLOB_UNKNOWN, as after any delete). A conditional tag delete is one statement whose
+WHERE is evaluated again on a row a concurrent push moved.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ _UNUSED = """
     SELECT NOT EXISTS (SELECT FROM tags WHERE repository_id = $1 AND digest = $2)
         AND NOT EXISTS (SELECT FROM manifest_references
             WHERE repository_id = $1 AND digest = $2 AND kind = 'manifest')
-        AND NOT EXISTS (SELECT FROM manifests s WHERE s.repository_id = $1 AND s.digest = $3)"""
+        AND NOT EXISTS (SELECT FROM manifests s WHERE s.repository_id = $1 AND s.digest = $3)
+        AND ($4::float8 IS NULL OR EXISTS (SELECT FROM manifests WHERE repository_id = $1
+            AND digest = $2 AND created_at < $4 AND (pulled_at IS NULL OR pulled_at < $4)))"""
 # Rows are locked in one order (repository, digest), so concurrent flushes never deadlock.
 _RECORD_PULLS = """
     WITH pulled AS (
@@ -62,7 +65,11 @@ class PostgresRetention:
 
         @staticmethod
         async def _delete_tag(
-            conn: Connection, repository: str, tag: str, digest: str | None = None
+            conn: Connection,
+            repository: str,
+            tag: str,
+            digest: str | None = None,
+            pushed_at: float | None = None,
         ) -> bool: ...
 
     async def repository_state(self, repository: str) -> RepositoryState:
@@ -92,10 +99,16 @@ class PostgresRetention:
 
         return await self._run(read)
 
-    async def delete_tag_if(self, repository: str, tag: str, digest: str) -> bool:
-        return await self._run(lambda conn: self._delete_tag(conn, repository, tag, digest))
+    async def delete_tag_if(
+        self, repository: str, tag: str, digest: str, pushed_at: float | None = None
+    ) -> bool:
+        return await self._run(
+            lambda conn: self._delete_tag(conn, repository, tag, digest, pushed_at)
+        )
 
-    async def delete_manifest_if_untagged(self, repository: str, digest: str) -> bool:
+    async def delete_manifest_if_untagged(
+        self, repository: str, digest: str, pushed_before: float | None = None
+    ) -> bool:
         async def txn(conn: Connection) -> bool:
             repo_id = await conn.fetchval("SELECT id FROM repositories WHERE name = $1", repository)
             if repo_id is None:
@@ -105,7 +118,9 @@ class PostgresRetention:
                 repo_id,
                 digest,
             )
-            if locked is None or not await conn.fetchval(_UNUSED, repo_id, digest, locked[0]):
+            if locked is None:
+                return False
+            if not await conn.fetchval(_UNUSED, repo_id, digest, locked[0], pushed_before):
                 return False
             return await self._delete_manifest(conn, repo_id, digest)
 

@@ -96,6 +96,9 @@ MIGRATIONS: list[list[str]] = [
             since double precision NOT NULL
         )""",
         "CREATE INDEX gc_blob_reviews_by_since ON gc_blob_reviews (since)",
+        # A blob any manifest references is kept, even where its link was deleted.
+        """CREATE INDEX manifest_references_by_blob ON manifest_references (digest)
+            WHERE kind = 'blob'""",
         """CREATE TABLE gc_tombstones (
             digest text COLLATE "C" PRIMARY KEY,
             size bigint NOT NULL,

@@ -397,7 +397,8 @@ class SQLiteMetadataStore(SQLiteRetention, SQLiteGarbageCollection, SQLiteQuotas
                 " annotations, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (repository_id, digest) DO UPDATE SET"
                 " media_type = excluded.media_type, artifact_type = excluded.artifact_type,"
-                " subject = excluded.subject, annotations = excluded.annotations",
+                " subject = excluded.subject, annotations = excluded.annotations,"
+                " created_at = excluded.created_at",
                 (
                     repo_id,
                     manifest.digest,
@@ -424,10 +425,26 @@ class SQLiteMetadataStore(SQLiteRetention, SQLiteGarbageCollection, SQLiteQuotas
 
         await self._transaction(txn)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        protected: Callable[[Sequence[str]], Sequence[str]] | None = None,
+    ) -> bool:
         def txn(db: sqlite3.Connection) -> bool:
             repo_id = self._repository_id(db, repository)
-            return repo_id is not None and self._delete_manifest(db, repo_id, digest)
+            if repo_id is None:
+                return False
+            if protected is not None:
+                tags = db.execute(
+                    "SELECT name FROM tags WHERE repository_id = ? AND digest = ? ORDER BY name",
+                    (repo_id, digest),
+                )
+                kept = protected([row[0] for row in tags])
+                if kept:
+                    raise TagFixed(kept[0])
+            return self._delete_manifest(db, repo_id, digest)
 
         return await self._transaction(txn)
 
@@ -462,14 +479,20 @@ class SQLiteMetadataStore(SQLiteRetention, SQLiteGarbageCollection, SQLiteQuotas
 
     @staticmethod
     def _delete_tag(
-        db: sqlite3.Connection, repository: str, tag: str, digest: str | None = None
+        db: sqlite3.Connection,
+        repository: str,
+        tag: str,
+        digest: str | None = None,
+        pushed_at: float | None = None,
     ) -> bool:
-        """Delete a tag (only if it points at `digest`, when given) in the caller's
-        transaction. Every way of deleting a tag goes through here."""
+        """Delete a tag (only if it points at `digest` and was last pushed at `pushed_at`,
+        when given) in the caller's transaction. Every way of deleting a tag goes through
+        here."""
         cursor = db.execute(
             "DELETE FROM tags WHERE name = ? AND repository_id ="
-            " (SELECT id FROM repositories WHERE name = ?) AND digest = coalesce(?, digest)",
-            (tag, repository, digest),
+            " (SELECT id FROM repositories WHERE name = ?) AND digest = coalesce(?, digest)"
+            " AND updated_at = coalesce(?, updated_at)",
+            (tag, repository, digest, pushed_at),
         )
         return cursor.rowcount > 0
 

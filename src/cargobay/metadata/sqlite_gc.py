@@ -28,7 +28,14 @@ from cargobay.metadata.base import (
 
 T = TypeVar("T")
 
-BLOB_LOCK_STRIPES = 256  # lock files; digests share them by hash
+BLOB_LOCK_STRIPES = 1024  # lock files; digests share them by hash
+
+
+def _referenced(db: sqlite3.Connection, digest: str) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM manifest_references WHERE digest = ? AND kind = 'blob' LIMIT 1", (digest,)
+    ).fetchone()
+    return row is not None
 
 
 class SQLiteGarbageCollection:
@@ -50,8 +57,9 @@ class SQLiteGarbageCollection:
         # too, and the kernel releases the lock of a process that dies.
         folder = self.path.parent / "blob-locks"
         folder.mkdir(exist_ok=True)
-        stripe = hashlib.sha256(digest.encode()).digest()[0] % BLOB_LOCK_STRIPES
-        fd = os.open(folder / f"{stripe:03d}", os.O_RDWR | os.O_CREAT, 0o644)
+        hashed = hashlib.sha256(digest.encode()).digest()
+        stripe = int.from_bytes(hashed[:4], "big") % BLOB_LOCK_STRIPES
+        fd = os.open(folder / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
 
             @asynccontextmanager
@@ -104,6 +112,14 @@ class SQLiteGarbageCollection:
                 db.execute(
                     "DELETE FROM gc_link_reviews WHERE repository_id = ? AND digest = ?", key
                 )
+                if not linked:
+                    # Deleted through the API while a manifest referenced it: the blob was
+                    # kept for that manifest, and may be garbage now that it is gone.
+                    db.execute(
+                        "INSERT INTO gc_blob_reviews (digest, since) VALUES (?, ?)"
+                        " ON CONFLICT (digest) DO NOTHING",
+                        (review.digest, review.since),
+                    )
                 if linked and not referenced:
                     db.execute(
                         "DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?",
@@ -150,19 +166,25 @@ class SQLiteGarbageCollection:
                     "SELECT repository_id FROM repository_blobs WHERE digest = ?", (digest,)
                 )
                 linked = any((r[0], digest) not in unlinked for r in links)
+                # A manifest referencing it keeps it, even where its link was deleted.
+                linked = linked or _referenced(db, digest)
                 known = db.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
                 gone = db.execute(
                     "SELECT 1 FROM gc_tombstones WHERE digest = ?", (digest,)
                 ).fetchone()
-                if not linked and not gone:
+                # Already decided, unless an upload brought the blob back since (its row).
+                undecided = not gone or known is not None
+                if not linked and undecided:
                     decided.append(Tombstone(digest, -1 if known is None else known[0], now))
                 if dry_run:
                     continue
                 db.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
-                if not linked and not gone:
+                if not linked and undecided:
                     db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
                     db.execute(
-                        "INSERT INTO gc_tombstones (digest, size, decided_at) VALUES (?, ?, ?)",
+                        "INSERT INTO gc_tombstones (digest, size, decided_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (digest) DO UPDATE SET"
+                        " size = excluded.size, decided_at = excluded.decided_at",
                         (digest, decided[-1].size, now),
                     )
             return decided

@@ -140,19 +140,28 @@ class SQLiteQuotas:
                 (size, quota, uncharge_shard(digest)),
             )
 
-    async def set_up_quotas(self, covers: Mapping[str, Callable[[str], bool]]) -> list[str]:
+    async def set_up_quotas(
+        self, covers: Mapping[str, Callable[[str], bool]], *, drop_others: bool = False
+    ) -> list[str]:
+        # No lock beyond SQLite's one writer is needed against concurrent uncharges (unlinks,
+        # garbage collection): this transaction computes the charges and commits before any
+        # other write starts, so an unlink either committed before (and is not charged) or
+        # runs after, and sees the quota's charges and repositories.
         def known(db: sqlite3.Connection) -> set[str]:
             return {r[0] for r in db.execute("SELECT DISTINCT quota FROM quota_usage")}
 
         def recorded(db: sqlite3.Connection) -> set[str]:
             return {r[0] for r in db.execute("SELECT DISTINCT quota FROM quota_repositories")}
 
-        if known(self._db) == set(covers) and recorded(self._db) <= set(covers):
+        def others(db: sqlite3.Connection) -> set[str]:
+            return (known(db) | recorded(db)) - set(covers) if drop_others else set()
+
+        if set(covers) <= known(self._db) and not others(self._db):
             return []  # the usual start: nothing to do, no write lock taken
 
         def txn(db: sqlite3.Connection) -> list[str]:
             present = known(db)
-            for gone in sorted((present | recorded(db)) - set(covers)):
+            for gone in sorted(others(db)):
                 for table in ("quota_usage", "quota_blobs", "quota_repositories"):
                     db.execute(f"DELETE FROM {table} WHERE quota = ?", (gone,))
             created = []

@@ -21,14 +21,17 @@ from cargobay.metadata.base import (
 
 T = TypeVar("T")
 
-# Nothing keeps the manifest: no tag, no index referencing it, no subject in the repository.
+# Nothing keeps the manifest: no tag, no index referencing it, no subject in the repository,
+# and (given a cutoff ?3) no push or pull since the cutoff.
 _UNUSED = """
     SELECT NOT EXISTS (SELECT 1 FROM tags WHERE repository_id = ?1 AND digest = ?2)
         AND NOT EXISTS (SELECT 1 FROM manifest_references
             WHERE repository_id = ?1 AND digest = ?2 AND kind = 'manifest')
         AND NOT EXISTS (SELECT 1 FROM manifests m JOIN manifests s
             ON s.repository_id = m.repository_id AND s.digest = m.subject
-            WHERE m.repository_id = ?1 AND m.digest = ?2)"""
+            WHERE m.repository_id = ?1 AND m.digest = ?2)
+        AND (?3 IS NULL OR EXISTS (SELECT 1 FROM manifests WHERE repository_id = ?1
+            AND digest = ?2 AND created_at < ?3 AND (pulled_at IS NULL OR pulled_at < ?3)))"""
 _RECORD_PULL = """
     UPDATE manifests SET pulled_at = ?3
     WHERE repository_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2
@@ -55,7 +58,11 @@ class SQLiteRetention:
 
         @staticmethod
         def _delete_tag(
-            db: sqlite3.Connection, repository: str, tag: str, digest: str | None = None
+            db: sqlite3.Connection,
+            repository: str,
+            tag: str,
+            digest: str | None = None,
+            pushed_at: float | None = None,
         ) -> bool: ...
 
     async def repository_state(self, repository: str) -> RepositoryState:
@@ -90,13 +97,20 @@ class SQLiteRetention:
             db.execute("COMMIT")
         return RepositoryState(tags, manifests, children)
 
-    async def delete_tag_if(self, repository: str, tag: str, digest: str) -> bool:
-        return await self._transaction(lambda db: self._delete_tag(db, repository, tag, digest))
+    async def delete_tag_if(
+        self, repository: str, tag: str, digest: str, pushed_at: float | None = None
+    ) -> bool:
+        return await self._transaction(
+            lambda db: self._delete_tag(db, repository, tag, digest, pushed_at)
+        )
 
-    async def delete_manifest_if_untagged(self, repository: str, digest: str) -> bool:
+    async def delete_manifest_if_untagged(
+        self, repository: str, digest: str, pushed_before: float | None = None
+    ) -> bool:
         def txn(db: sqlite3.Connection) -> bool:
             repo_id = self._repository_id(db, repository)
-            if repo_id is None or not db.execute(_UNUSED, (repo_id, digest)).fetchone()[0]:
+            args = (repo_id, digest, pushed_before)
+            if repo_id is None or not db.execute(_UNUSED, args).fetchone()[0]:
                 return False
             return self._delete_manifest(db, repo_id, digest)
 

@@ -21,6 +21,7 @@ from cargobay.errors import (
     ManifestUnknown,
     NameUnknown,
     TagInvalid,
+    Unavailable,
     Unsupported,
 )
 from cargobay.lifecycle.immutable import ImmutableTags
@@ -231,9 +232,18 @@ class Registry:
         except QuotaNotSetUp:
             # Another instance, configured without this quota, dropped it: set it up again.
             await self.quotas.set_up()
-            await self.metadata.put_manifest(
-                repository, record, tags, fixed_tags=fixed, quota_checks=checks
-            )
+            try:
+                await self.metadata.put_manifest(
+                    repository, record, tags, fixed_tags=fixed, quota_checks=checks
+                )
+            except QuotaNotSetUp as again:
+                # Dropped again in between (an instance without it starting): not this push's
+                # fault, and retrying later sets it up again.
+                raise Unavailable(
+                    f"quota {again.key} is being set up (an instance configured without it"
+                    " dropped it), retry later",
+                    detail={"quota": again.key},
+                ) from None
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         self._check_deletes()
@@ -243,14 +253,18 @@ class Registry:
             deleted = await self.metadata.delete_tag(repository, reference)
         elif ":" in reference:
             digest = str(Digest.parse(reference))
-            # Checked before the delete, not atomically with it: a first push of an immutable
-            # tag onto this manifest that commits in between is deleted with it.
+            protected = None
             if self.immutable.rules:
-                tags = await self.metadata.manifest_tags(repository, digest)
-                fixed = self.immutable.fixed(repository, tags)
-                if fixed:
-                    raise self._immutable(repository, fixed[0])
-            deleted = await self.metadata.delete_manifest(repository, digest)
+
+                def protected(tags: Sequence[str]) -> Sequence[str]:
+                    return self.immutable.fixed(repository, tags)
+
+            try:
+                deleted = await self.metadata.delete_manifest(
+                    repository, digest, protected=protected
+                )
+            except TagFixed as refused:
+                raise self._immutable(repository, refused.tag) from None
         else:
             raise TagInvalid(f"invalid reference {reference!r}: not a tag or a digest")
         if not deleted:

@@ -20,7 +20,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 
-from cargobay.errors import StorageFull, Unavailable
+from cargobay.errors import RegistryError, StorageFull, Unavailable
 from cargobay.registry.digest import Digest
 from cargobay.storage.base import READ_CHUNK, BlobStat, BlobStore, StagedUpload, UploadMissing
 
@@ -67,10 +67,16 @@ class FilesystemBlobStore(BlobStore):
             return False
 
     async def list(self) -> AsyncIterator[Digest]:
+        """Every blob file; other names (an editor's backup, NFS's .nfsXXXX) are not blobs."""
         for algorithm_dir in sorted(self._blobs.iterdir()):
             for prefix_dir in sorted(algorithm_dir.iterdir()):
                 for blob in sorted(prefix_dir.iterdir()):
-                    yield Digest(algorithm_dir.name, blob.name)
+                    try:
+                        digest = Digest.parse(f"{algorithm_dir.name}:{blob.name}")
+                    except RegistryError:
+                        continue
+                    if digest.encoded.startswith(prefix_dir.name):
+                        yield digest
 
     async def start_upload(self, upload_id: str) -> None:
         with _space():
