@@ -43,6 +43,7 @@ log = logging.getLogger("cargobay")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 UPLOAD_EXPIRY_INTERVAL = 3600.0
+COLLECTS_GARBAGE_KEY = web.AppKey("collects_garbage", bool)
 PULL_FLUSH_TIMEOUT = 10.0
 
 
@@ -130,13 +131,18 @@ def build_guard(config: Config, metadata: MetadataStore | None = None) -> Guard 
     )
 
 
-def create_app(config: Config, registry: Registry | None = None) -> web.Application:
+def create_app(
+    config: Config, registry: Registry | None = None, *, collect_garbage: bool = True
+) -> web.Application:
+    """The HTTP application. `collect_garbage=False`: another process (the supervisor's
+    maintenance process, see run_maintenance) collects garbage for this one."""
     middlewares: list[Middleware] = [lifecycle_middleware, errors_middleware, auth_middleware]
     limit = rate_limit_middleware(config.rate_limit)
     if limit is not None:
         middlewares.append(limit)
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[CONFIG_KEY] = config
+    app[COLLECTS_GARBAGE_KEY] = collect_garbage
     app[REGISTRY_KEY] = registry or build_registry(config)
     app[GUARD_KEY] = build_guard(config, app[REGISTRY_KEY].metadata)
     app[SHUTTING_DOWN_KEY] = asyncio.Event()
@@ -161,7 +167,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if registry.quotas.quotas:
         tasks.append(asyncio.create_task(registry.quotas.export_periodically()))
     gc = app[CONFIG_KEY].gc
-    if gc.enabled:
+    if gc.enabled and app[COLLECTS_GARBAGE_KEY]:
         collector = GarbageCollector(registry.metadata, registry.blobs, gc)
         tasks.append(asyncio.create_task(collector.run_periodically()))
         tasks.append(asyncio.create_task(collector.sweep_periodically()))
@@ -209,6 +215,25 @@ async def _set_up_quotas(registry: Registry) -> None:
         return
     if created:
         log.info("quota usage computed for %s", "; ".join(created))
+
+
+async def run_maintenance(config: Config, stopped: asyncio.Event) -> None:
+    """Garbage collection (and its sweep) until `stopped`: the work of the supervisor's
+    maintenance process, which runs at a lower CPU priority than the workers serving
+    requests, so that collecting never takes their CPU when they need it."""
+    registry = build_registry(config)
+    collector = GarbageCollector(registry.metadata, registry.blobs, config.gc)
+    tasks = [
+        asyncio.create_task(collector.run_periodically()),
+        asyncio.create_task(collector.sweep_periodically()),
+    ]
+    await stopped.wait()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await registry.blobs.close()
+    await registry.metadata.close()
 
 
 async def _expire_uploads(registry: Registry) -> None:

@@ -3,7 +3,10 @@
 Every worker accepts from the shared listening socket. Workers share no memory; all state is
 in the metadata and blob stores, so any worker can serve any request, including the next chunk
 of an upload another worker started. The parent only supervises: it restarts a worker that
-dies and forwards SIGTERM/SIGINT for a graceful stop.
+dies and forwards SIGTERM/SIGINT for a graceful stop. Beside the workers it runs one
+maintenance process for garbage collection, at a lower CPU priority (nice 10): on a busy
+machine collecting waits for the CPU the workers do not need. (With one worker there is no
+supervisor, and the worker collects itself.)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aiohttp import web
 from cargobay import metrics
 from cargobay.api.common import SHUTTING_DOWN_KEY
 from cargobay.api.lifecycle import IN_FLIGHT_KEY
-from cargobay.app import build_guard, build_metadata_store, create_app
+from cargobay.app import build_guard, build_metadata_store, create_app, run_maintenance
 from cargobay.config import Config
 from cargobay.errors import Unavailable
 from cargobay.logs import AccessLogger
@@ -38,6 +41,8 @@ SHUTDOWN_TIMEOUT = 10.0
 CRASH_LOOP_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
 STARTUP_WAIT_SECONDS = 30.0
+# The maintenance process (garbage collection) yields the CPU to the workers serving requests.
+MAINTENANCE_NICENESS = 10
 
 
 # Request bodies arrive in buffers of up to 1 MiB; above glibc's default mmap threshold each one
@@ -112,23 +117,29 @@ def _url_host(host: str) -> str:
 
 
 def _supervise(config: Config, sock: socket.socket, count: int) -> None:
-    children: dict[int, float] = {}  # pid -> start time
+    """Fork `count` workers, and a maintenance process (garbage collection) when gc is on;
+    restart any of them that dies."""
+    children: dict[int, tuple[float, str]] = {}  # pid -> (start time, "worker"/"maintenance")
     stopping = False
     parent = os.getpid()
 
-    def spawn() -> None:
+    def spawn(kind: str = "worker") -> None:
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 _die_with_parent(parent)
-                _run_worker(config, sock)
+                if kind == "maintenance":
+                    sock.close()  # it serves no requests
+                    _run_maintenance(config)
+                else:
+                    _run_worker(config, sock, collect_garbage=False)
             except BaseException:
-                log.exception("worker failed")
+                log.exception("%s failed", kind)
                 code = 1
             finally:
                 os._exit(code)
-        children[pid] = time.monotonic()
+        children[pid] = (time.monotonic(), kind)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -142,22 +153,24 @@ def _supervise(config: Config, sock: socket.socket, count: int) -> None:
     signal.signal(signal.SIGINT, stop)
     for _ in range(count):
         spawn()
+    if config.gc.enabled:
+        spawn("maintenance")
     while children:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        started = children.pop(pid)
+        started, kind = children.pop(pid)
         worker_exited(pid)
         if stopping:
             continue
         if time.monotonic() - started < CRASH_LOOP_SECONDS:
-            log.error("worker %d exited (status %d) right after start; stopping", pid, status)
+            log.error("%s %d exited (status %d) right after start; stopping", kind, pid, status)
             stop(signal.SIGTERM, None)
             failed = True
             continue
-        log.error("worker %d exited (status %d); starting another", pid, status)
-        spawn()
+        log.error("%s %d exited (status %d); starting another", kind, pid, status)
+        spawn(kind)
     sys.exit(1 if failed else 0)
 
 
@@ -179,16 +192,31 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _run_worker(config: Config, sock: socket.socket) -> None:
+def _run_worker(config: Config, sock: socket.socket, *, collect_garbage: bool = True) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    asyncio.run(_serve_forever(config, sock))
+    asyncio.run(_serve_forever(config, sock, collect_garbage))
 
 
-async def _serve_forever(config: Config, sock: socket.socket) -> None:
+def _run_maintenance(config: Config) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.nice(MAINTENANCE_NICENESS)
+
+    async def maintain() -> None:
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopped.set)
+        await run_maintenance(config, stopped)
+
+    asyncio.run(maintain())
+
+
+async def _serve_forever(config: Config, sock: socket.socket, collect_garbage: bool) -> None:
     if not config.access_log:  # the access logger still runs when it records metrics
         logging.getLogger("cargobay.access").setLevel(logging.WARNING)
-    app = create_app(config)
+    app = create_app(config, collect_garbage=collect_garbage)
     runner = web.AppRunner(
         app,
         access_log=log.getChild("access") if config.access_log or metrics.current() else None,
