@@ -172,10 +172,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(collector.run_periodically()))
         tasks.append(asyncio.create_task(collector.sweep_periodically()))
     yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _cancel(tasks)
     await registry.blobs.close()
     await registry.metadata.close()
 
@@ -194,10 +191,7 @@ async def _pull_times_and_retention(app: web.Application) -> AsyncIterator[None]
         retention = Retention(registry.metadata, config.retention, registry.immutable, notify)
         tasks.append(asyncio.create_task(retention.run_periodically()))
     yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _cancel(tasks)
     try:
         await asyncio.wait_for(registry.pulls.flush(), PULL_FLUSH_TIMEOUT)
     except (Unavailable, TimeoutError) as exc:
@@ -228,12 +222,16 @@ async def run_maintenance(config: Config, stopped: asyncio.Event) -> None:
         asyncio.create_task(collector.sweep_periodically()),
     ]
     await stopped.wait()
+    await _cancel(tasks)
+    await registry.blobs.close()
+    await registry.metadata.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await registry.blobs.close()
-    await registry.metadata.close()
 
 
 async def _expire_uploads(registry: Registry) -> None:

@@ -366,9 +366,10 @@ class PostgresMetadataStore(
         await self._run(lambda conn: self._link(conn, repository, digest, size), transaction=True)
 
     async def _link(self, conn: Connection, repository: str, digest: str, size: int) -> None:
-        """Link in the caller's transaction. Locks in the collector's order: the review first
-        (a collector holding it, about to remove this link, is waited for), then the blob row
-        (a collector deleting it is waited for; the row is then inserted anew)."""
+        """Link in the caller's transaction: the review (a collector holding it, about to
+        remove this link, is waited for), then the blob row (a collector deleting it is
+        waited for; the row is then inserted anew), then the link. A mount holds its source
+        link FOR KEY SHARE before all of this: links before reviews, as the collector."""
         repo_id = await self._repository_id(conn, repository)
         now = time.time()
         await conn.execute(_REVIEW_LINK, repo_id, digest, now)
@@ -399,13 +400,7 @@ class PostgresMetadataStore(
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async def txn(conn: Connection) -> bool:
-            # The review first, then the link: the collector's lock order (postgres_gc.py).
-            await conn.execute(
-                f"DELETE FROM gc_link_reviews WHERE repository_id = {_REPOSITORY_ID}"
-                " AND digest = $2",
-                repository,
-                digest,
-            )
+            # The link, then its review: the collector's lock order (postgres_gc.py).
             repo_id = await conn.fetchval(
                 f"DELETE FROM repository_blobs WHERE repository_id = {_REPOSITORY_ID}"
                 " AND digest = $2 RETURNING repository_id",
@@ -413,7 +408,12 @@ class PostgresMetadataStore(
                 digest,
             )
             if repo_id is None:
-                return False  # no link: its review (if any) would only be dropped anyway
+                return False
+            await conn.execute(
+                "DELETE FROM gc_link_reviews WHERE repository_id = $1 AND digest = $2",
+                repo_id,
+                digest,
+            )
             await conn.execute(
                 "INSERT INTO gc_blob_reviews (digest, since) VALUES ($1, $2)"
                 " ON CONFLICT (digest) DO UPDATE SET since = excluded.since",

@@ -1,14 +1,16 @@
 """Garbage collection bookkeeping of the PostgreSQL store (see cargobay.lifecycle.gc).
 
 Each decision runs in its own READ COMMITTED transaction that first locks what it decides on,
-in one order everywhere: the review row FOR UPDATE, then the link or blob row FOR UPDATE. The
-check that follows (referenced? linked anywhere?) is a new statement, so it sees everything
-committed by the writers it waited for:
+in the order every writer takes them: a link decision locks the link row, then its review
+row; a blob decision its review row, then the blob row (writers that link lock the blob row
+FOR KEY SHARE and never wait for a blob review). The check that follows (referenced? linked
+anywhere?) is a new statement, so it sees everything committed by the writers it waited for:
 - put_manifest holds its links FOR KEY SHARE: the collector waits for it and then sees its
   references, or removes the link first and put_manifest finds it missing.
-- linking (upload, mount) upserts the link's review first and locks the blob row FOR KEY SHARE:
-  a collector about to remove the link or delete the blob row is waited for, and the link or
-  row is then written anew.
+- linking (upload, mount) upserts the link's review and locks the blob row FOR KEY SHARE
+  before it inserts the link: a collector about to remove the link or delete the blob row is
+  waited for, and the link or row is then written anew; a collector that comes after it finds
+  the review not due.
 - a touch (HEAD/GET) updates the review row: a collector holding it is waited for, and after
   it the link is found gone; a touch that came first makes the review not due.
 """
@@ -76,13 +78,15 @@ class PostgresGarbageCollection:
                     return False
                 linked, referenced = await conn.fetchrow(_LINK_STATE, *key)
                 return bool(linked and not referenced)
-            since = await conn.fetchval(_LOCK_LINK_REVIEW, *key)
-            if since is None or since >= cutoff:
-                return False  # touched again, or reviewed by another collector
+            # The link first, then its review: the order of mounts (source link FOR KEY SHARE,
+            # then the target's review) and of API unlinks (link, then review).
             await conn.execute(
                 "SELECT FROM repository_blobs WHERE repository_id = $1 AND digest = $2 FOR UPDATE",
                 *key,
             )
+            since = await conn.fetchval(_LOCK_LINK_REVIEW, *key)
+            if since is None or since >= cutoff:
+                return False  # touched again, or reviewed by another collector
             linked, referenced = await conn.fetchrow(_LINK_STATE, *key)
             await conn.execute(
                 "DELETE FROM gc_link_reviews WHERE repository_id = $1 AND digest = $2", *key
